@@ -1,0 +1,203 @@
+"""Extreme-point filters (method.md eq. 10; Algorithm 2, steps 5-6).
+
+For each patch ``a_i`` the filter is ``u_i = r_i / ||r_i||`` with ``r_i`` the residual of ``a_i`` from
+the convex hull of the other patches. Each residual is a least-squares problem on the probability
+simplex over ``P - 1`` patches, solved exactly by Wolfe's algorithm (:mod:`features.simplex_qp`) on a
+working set and *certified against all patches*:
+
+1. the working set of patch ``i`` starts as the ``n_candidates`` patches most aligned with it;
+2. solve on the working set (parallel over patches, joblib);
+3. certify: ``lambda`` is optimal over all patches iff ``r_i^T (a_j - x_i) <= 0`` for every ``j != i``
+   (``x_i = a_i - r_i``); the scores for all pairs are one blocked GEMM, never a ``P x P`` matrix;
+4. add the most violating patches to the working sets that fail and repeat from 2 for those.
+
+Every patch carries its certificate, the relative gap ``max_j r_i^T (a_j - x_i) / ||r_i||^2`` (an
+upper bound on the relative excess of the objective over its optimum, times two). A patch whose
+residual is at most ``hull_tol * ||a_i||`` lies inside the hull of the others: it has no extreme point
+and is dropped and counted.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from .simplex_qp import min_norm_point
+
+
+@dataclass(frozen=True)
+class FilterSolution:
+    """Extreme-point filters and their certificates.
+
+    Attributes
+    ----------
+    filters : (F, d) float64, unit-norm filters ``u_i`` of the kept patches
+    bias : (F,) float64, Lemma 7's ``b_i = min_{j != i} -a_j^T u_i``
+    kept : (F,) int64, indices of the kept patches into the input patch matrix
+    residual_norms : (P,) float64, ``||r_i||`` for every patch
+    relative_gaps : (P,) float64, certificate per patch (0 where the patch is inside the hull)
+    support_sizes : (P,) int64, number of non-zero weights ``lambda_j`` per patch
+    rounds : int, certification rounds used
+    """
+
+    filters: np.ndarray
+    bias: np.ndarray
+    kept: np.ndarray
+    residual_norms: np.ndarray
+    relative_gaps: np.ndarray
+    support_sizes: np.ndarray
+    rounds: int
+
+    @property
+    def n_inside_hull(self):
+        return len(self.residual_norms) - len(self.kept)
+
+    @property
+    def max_relative_gap(self):
+        return float(self.relative_gaps.max(initial=0.0))
+
+
+def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, cert_tol=1e-10,
+                          violators_per_round=32, max_rounds=50, n_jobs=1, batch_size=256,
+                          block_size=1024, progress=None):
+    """Compute the extreme-point filter of every patch against all the others.
+
+    Parameters
+    ----------
+    patches : (P, d) float array, normalised (and possibly whitened) patches ``a_i``
+    n_candidates : int, size of the initial working set (most aligned patches)
+    hull_tol : float, a residual norm at most ``hull_tol * ||a_i||`` means "inside the hull"
+    tol : float, Wolfe's stopping tolerance on the working set (relative)
+    cert_tol : float, relative gap above which a patch's working set is enlarged
+    violators_per_round : int, most violating patches added per failing patch and round
+    max_rounds : int, cap on certification rounds (the certificate is reported either way)
+    n_jobs : int, joblib workers for the per-patch solves
+    batch_size : int, patches per joblib task
+    block_size : int, rows per GEMM block in the candidate search and the certification
+    progress : callable(str) or None, receives one line per round
+
+    Returns
+    -------
+    FilterSolution
+    """
+    patches = np.ascontiguousarray(patches, dtype=np.float64)
+    n_patches = len(patches)
+    if n_patches < 2:
+        raise ValueError(f"need at least 2 patches to compute extreme points, got {n_patches}")
+    working_sets = list(_most_aligned(patches, min(n_candidates, n_patches - 1), block_size))
+    supports = [None] * n_patches
+    weights = [None] * n_patches
+    pending = np.arange(n_patches)
+    for rounds in range(1, max_rounds + 1):
+        _solve_on_working_sets(patches, pending, working_sets, supports, weights, tol, n_jobs, batch_size)
+        residuals = _residuals(patches, supports, weights)
+        residual_norms = np.linalg.norm(residuals, axis=1)
+        inside = residual_norms <= hull_tol * np.linalg.norm(patches, axis=1)
+        gaps, best_inner, violators = _certify(patches, residuals, pending, inside[pending],
+                                               cert_tol, violators_per_round, block_size)
+        if rounds == 1:
+            relative_gaps, max_inner = np.zeros(n_patches), np.zeros(n_patches)
+        relative_gaps[pending], max_inner[pending] = gaps, best_inner
+        # A violator already in the working set means Wolfe's answer there is at rounding level.
+        failing = [(i, new) for i, v in zip(pending, violators)
+                   if len(new := np.setdiff1d(v, working_sets[i], assume_unique=True))]
+        if progress is not None:
+            progress(f"round {rounds}: solved {len(pending)} patches, {len(failing)} not yet optimal, "
+                     f"worst relative gap {relative_gaps.max():.2e}")
+        if not failing:
+            break
+        for i, new in failing:
+            working_sets[i] = np.union1d(working_sets[i], new)
+        pending = np.array([i for i, _ in failing])
+    kept = np.flatnonzero(~inside)
+    relative_gaps[inside] = 0.0
+    filters = residuals[kept] / residual_norms[kept, None]
+    return FilterSolution(
+        filters=filters,
+        bias=-max_inner[kept] / residual_norms[kept],
+        kept=kept,
+        residual_norms=residual_norms,
+        relative_gaps=relative_gaps,
+        support_sizes=np.array([len(s) for s in supports], dtype=np.int64),
+        rounds=rounds,
+    )
+
+
+def _most_aligned(patches, k, block_size):
+    """Sorted indices (P, k) of the ``k`` other patches with the largest ``a_i^T a_j``, by blocked GEMM.
+
+    The support of ``lambda`` is made of patches that face ``a_i``: measured on CIFAR-10 patches, this
+    initial working set needs fewer certification rounds than the nearest patches in distance.
+    """
+    aligned = np.empty((len(patches), k), dtype=np.int64)
+    for start in range(0, len(patches), block_size):
+        inner = patches[start:start + block_size] @ patches.T
+        inner[np.arange(len(inner)), np.arange(start, start + len(inner))] = -np.inf
+        aligned[start:start + len(inner)] = np.sort(np.argpartition(-inner, k - 1, axis=1)[:, :k], axis=1)
+    return aligned
+
+
+def _solve_on_working_sets(patches, pending, working_sets, supports, weights, tol, n_jobs, batch_size):
+    """Run Wolfe's algorithm for each pending patch on its working set; updates supports/weights."""
+    batches = [pending[s:s + batch_size] for s in range(0, len(pending), batch_size)]
+    results = Parallel(n_jobs=n_jobs)(
+        delayed(_solve_batch)(patches, [(i, working_sets[i], supports[i], weights[i]) for i in batch], tol)
+        for batch in batches)
+    for batch, batch_results in zip(batches, results):
+        for i, (support, weight) in zip(batch, batch_results):
+            supports[i], weights[i] = support, weight
+
+
+def _solve_batch(patches, problems, tol):
+    """Solve ``[(i, working_set, previous_support, previous_weights), ...]``; returns global supports."""
+    solutions = []
+    for i, working_set, previous_support, previous_weights in problems:
+        differences = patches[i] - patches[working_set]
+        start = None
+        if previous_support is not None:
+            start = np.searchsorted(working_set, previous_support)
+        local_support, weight = min_norm_point(differences, start, previous_weights, tol=tol)
+        solutions.append((working_set[local_support], weight))
+    return solutions
+
+
+def _residuals(patches, supports, weights):
+    """Residuals ``r_i = a_i - sum_j lambda_j a_j``, shape (P, d)."""
+    combinations = np.stack([w @ patches[s] for s, w in zip(supports, weights)])
+    return patches - combinations
+
+
+def _certify(patches, residuals, rows, inside, cert_tol, n_violators, block_size):
+    """Check the optimality condition of the given patches against all patches.
+
+    Returns
+    -------
+    relative_gaps : (len(rows),) ``max_{j != i} r_i^T (a_j - x_i) / ||r_i||^2`` (0 inside the hull)
+    max_inner : (len(rows),) ``max_{j != i} r_i^T a_j``, for the bias of Lemma 7
+    violators : list of int arrays, up to ``n_violators`` most violating ``j`` per row (empty if
+        the row is certified or inside the hull)
+    """
+    gaps = np.zeros(len(rows))
+    max_inner = np.zeros(len(rows))
+    violators = []
+    for start in range(0, len(rows), block_size):
+        block = rows[start:start + block_size]
+        r = residuals[block]
+        inner = r @ patches.T                                   # (b, P): r_i^T a_j
+        inner[np.arange(len(block)), block] = -np.inf           # exclude j == i
+        own = np.einsum("ij,ij->i", r, patches[block] - r)      # r_i^T x_i
+        scores = inner - own[:, None]                           # r_i^T (a_j - x_i)
+        squared = np.einsum("ij,ij->i", r, r)
+        best = scores.max(axis=1)
+        max_inner[start:start + len(block)] = inner.max(axis=1)
+        block_gaps = np.where(inside[start:start + len(block)], 0.0,
+                              np.maximum(best, 0.0) / np.where(squared > 0, squared, 1.0))
+        gaps[start:start + len(block)] = block_gaps
+        for row, gap in zip(scores, block_gaps):
+            if gap <= cert_tol:
+                violators.append(np.empty(0, dtype=np.int64))
+                continue
+            count = min(n_violators, int(np.count_nonzero(row > 0)))
+            top = np.argpartition(row, -count)[-count:]
+            violators.append(top[row[top] > 0])
+    return gaps, max_inner, violators

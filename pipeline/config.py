@@ -1,0 +1,259 @@
+"""Job configuration: defaults, YAML files, ``--set key=value`` overrides and validation.
+
+Every hyperparameter of the pipeline lives here; a config file only states what differs from the
+defaults. Unknown keys, wrong types and impossible values are all reported at once, before any work.
+"""
+
+import copy
+import difflib
+from pathlib import Path
+
+import yaml
+
+DEFAULTS = {
+    "seed": 0,
+    "n_jobs": 1,
+    "data": {
+        "name": "digits",           # digits | mnist | fashion_mnist | cifar10 | image_folder
+        "root": None,               # folder holding the dataset (overridden by --data-root)
+        "train_root": None,         # image_folder: train folder, relative to root
+        "test_root": None,          # image_folder: test folder, relative to root
+        "download": False,          # let torchvision download MNIST / FashionMNIST / CIFAR10
+        "test_fraction": 0.25,      # digits: held-out share of the stratified split
+        "n_train": None,            # seeded stratified subsample of the training set (None: all)
+        "n_test": None,             # same for the test set
+    },
+    "patches": {
+        "size": 5,                  # side k of the k x k patches
+        "count": 1000,              # number P of sampled patches (= filters before hull pruning)
+        "eps": 0.01,                # per-patch normalisation, variance units of [0, 1] pixels
+        "zca": True,                # ZCA-whiten the patches
+        "zca_eps": 0.1,             # ZCA regulariser, units of normalised-patch variance
+    },
+    "filters": {
+        "n_candidates": 256,        # initial working set of the simplex QP per patch
+        "hull_tol": 1.0e-6,         # relative residual under which a patch is inside the hull
+        "use_bias": False,          # add Lemma 7's bias b_i to each response
+        "batch_size": 256,          # patches per parallel task
+    },
+    "features": {
+        "stride": 1,
+        "pooling": "sum",           # max | sum | mean
+        "grid": 2,                  # pool over grid x grid regions (2: the four quadrants)
+        "memory_mb": 32,            # budget of one chunk of the feature computation (MiB)
+        "device": "cpu",            # torch device: cpu | cuda
+    },
+    "output": {
+        "mode": "penalized",        # penalized (beta) | lasso (tau) | bpdn (sigma)
+        "beta": 0.01,               # penalty; a fraction of beta_max when relative
+        "relative": True,
+        "tau": None,                # lasso: bound on the (group) l1 norm
+        "sigma": None,              # bpdn: bound on the residual norm
+        "group": True,              # rows of W penalised by their l2 norm (SPGL1's MMV mode)
+        "standardize": True,        # standardise features with training statistics
+        "max_iter": 2000,
+        "tol": 1.0e-4,              # SPGL1 relative duality gap per LASSO solve
+    },
+}
+
+# Types accepted for keys whose default is None (any numeric default also accepts int for float).
+NULLABLE_TYPES = {
+    "data.root": (str,), "data.train_root": (str,), "data.test_root": (str,),
+    "data.n_train": (int,), "data.n_test": (int,),
+    "output.tau": (int, float), "output.sigma": (int, float),
+}
+
+CHOICES = {
+    "data.name": ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder"),
+    "features.pooling": ("max", "sum", "mean"),
+    "output.mode": ("penalized", "lasso", "bpdn"),
+}
+
+
+class ConfigError(ValueError):
+    """One or more problems in a job configuration; the message lists all of them."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+def load_config(path=None, overrides=(), data_root=None):
+    """Resolve a full configuration.
+
+    Parameters
+    ----------
+    path : YAML file or None (defaults only)
+    overrides : iterable of ``"dotted.key=value"`` strings, the value parsed as YAML
+    data_root : str or None, sets ``data.root``
+
+    Returns
+    -------
+    dict with every key of :data:`DEFAULTS`, validated.
+    """
+    config = copy.deepcopy(DEFAULTS)
+    problems = []
+    if path is not None:
+        problems += _merge(config, _read_yaml(path), prefix="")
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep:
+            problems.append(f"--set {override!r}: expected key=value, e.g. --set patches.count=2000")
+            continue
+        problems += _merge(config, _nest(key.strip().split("."), parse_value(value)), prefix="")
+    if data_root is not None:
+        config["data"]["root"] = str(data_root)
+    problems += validate(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def parse_value(text):
+    """A ``--set`` value as YAML, except that numbers like ``1e-4`` (a string to YAML 1.1) are floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _read_yaml(path):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file {path} does not exist"])
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError([f"{path} is not valid YAML: {error}"]) from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError([f"{path} must hold a mapping of settings, not a {type(content).__name__}"])
+    return content
+
+
+def _nest(keys, value):
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def _merge(config, updates, prefix):
+    """Merge ``updates`` into ``config`` in place; return the problems with unknown keys."""
+    problems = []
+    for key, value in updates.items():
+        name = f"{prefix}{key}"
+        if key not in config:
+            close = difflib.get_close_matches(str(key), list(config), n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            problems.append(f"unknown key {name}{hint}")
+        elif isinstance(config[key], dict):
+            if isinstance(value, dict):
+                problems += _merge(config[key], value, prefix=f"{name}.")
+            else:
+                problems.append(f"{name} must be a mapping of settings, got {value!r}")
+        else:
+            config[key] = value
+    return problems
+
+
+def validate(config):
+    """Return every problem (types, choices, ranges) with a resolved configuration."""
+    problems, mistyped = [], set()
+    for name, value in _flatten(config).items():
+        expected = _expected_types(name)
+        if value is None and name in NULLABLE_TYPES:
+            continue
+        if isinstance(value, bool) != (bool in expected) or not isinstance(value, expected):
+            problems.append(f"{name} must be {' or '.join(t.__name__ for t in expected)}, got {value!r}")
+            mistyped.add(name)
+        elif name in CHOICES and value not in CHOICES[name]:
+            problems.append(f"{name} must be one of {', '.join(CHOICES[name])}, got {value!r}")
+    return problems + _range_problems(config, mistyped)
+
+
+def _expected_types(name):
+    if name in NULLABLE_TYPES:
+        return NULLABLE_TYPES[name]
+    default = _flatten(DEFAULTS)[name]
+    if isinstance(default, bool):
+        return (bool,)
+    if isinstance(default, float):
+        return (int, float)
+    return (type(default),)
+
+
+def _flatten(config, prefix=""):
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+RANGES = {
+    "n_jobs": (lambda v: v != 0, "must be a positive count or negative (joblib: -1 = all cores)"),
+    "data.test_fraction": (lambda v: 0 < v < 1, "must lie in (0, 1)"),
+    "data.n_train": (lambda v: v is None or v > 0, "must be positive"),
+    "data.n_test": (lambda v: v is None or v > 0, "must be positive"),
+    "patches.size": (lambda v: v >= 1, "must be at least 1"),
+    "patches.count": (lambda v: v >= 2, "must be at least 2"),
+    "patches.eps": (lambda v: v >= 0, "must be >= 0"),
+    "patches.zca_eps": (lambda v: v >= 0, "must be >= 0"),
+    "filters.n_candidates": (lambda v: v >= 1, "must be at least 1"),
+    "filters.hull_tol": (lambda v: v >= 0, "must be >= 0"),
+    "filters.batch_size": (lambda v: v >= 1, "must be at least 1"),
+    "features.stride": (lambda v: v >= 1, "must be at least 1"),
+    "features.grid": (lambda v: v >= 1, "must be at least 1"),
+    "features.memory_mb": (lambda v: v > 0, "must be positive"),
+    "output.beta": (lambda v: v >= 0, "must be >= 0"),
+    "output.tau": (lambda v: v is None or v >= 0, "must be >= 0"),
+    "output.sigma": (lambda v: v is None or v >= 0, "must be >= 0"),
+    "output.max_iter": (lambda v: v >= 1, "must be at least 1"),
+    "output.tol": (lambda v: v > 0, "must be positive"),
+}
+
+
+def _range_problems(config, mistyped):
+    problems = [f"{name} {message}, got {_get(config, name)!r}" for name, (ok, message) in RANGES.items()
+                if name not in mistyped and not ok(_get(config, name))]
+    if config["output"]["mode"] == "lasso" and config["output"]["tau"] is None:
+        problems.append("output.mode is lasso: set output.tau (the bound on the l1 norm)")
+    if config["output"]["mode"] == "bpdn" and config["output"]["sigma"] is None:
+        problems.append("output.mode is bpdn: set output.sigma (the bound on the residual norm)")
+    if config["data"]["name"] == "image_folder" and not (config["data"]["train_root"]
+                                                         and config["data"]["test_root"]):
+        problems.append("data.name is image_folder: set data.train_root and data.test_root")
+    return problems
+
+
+def _get(config, name):
+    for key in name.split("."):
+        config = config[key]
+    return config
+
+
+def check_against_images(config, image_shape, n_images):
+    """Problems that need the data: patch size vs image size, patch count vs available patches."""
+    height, width, _ = image_shape
+    size = config["patches"]["size"]
+    problems = []
+    if size > min(height, width):
+        problems.append(f"patches.size {size} is larger than the images ({height} x {width}): "
+                        f"use at most {min(height, width)}")
+        return problems
+    stride = config["features"]["stride"]
+    response_size = min(height - size, width - size) // stride + 1
+    if config["features"]["grid"] > response_size:
+        problems.append(f"features.grid {config['features']['grid']} is finer than the response map "
+                        f"({response_size} positions along the shorter side)")
+    available = n_images * (height - size + 1) * (width - size + 1)
+    if config["patches"]["count"] > available:
+        problems.append(f"patches.count {config['patches']['count']} exceeds the {available} distinct "
+                        f"patch positions in the training images")
+    return problems

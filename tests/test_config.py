@@ -1,0 +1,71 @@
+"""Configuration loading, overrides and validation."""
+
+import pytest
+
+from pipeline.config import DEFAULTS, ConfigError, check_against_images, load_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_valid_and_complete():
+    config = load_config()
+    assert config == DEFAULTS
+
+
+def test_file_and_overrides_merge_over_defaults(tmp_path):
+    path = write(tmp_path, "patches:\n  size: 6\n  count: 300\n")
+    config = load_config(path, ["patches.count=500", "output.group=false", "output.tol=1e-4"], data_root="/data")
+    assert config["output"]["tol"] == 1e-4
+    assert config["patches"]["size"] == 6
+    assert config["patches"]["count"] == 500
+    assert config["output"]["group"] is False
+    assert config["data"]["root"] == "/data"
+    assert config["patches"]["eps"] == DEFAULTS["patches"]["eps"]
+
+
+def test_unknown_keys_get_a_suggestion_and_all_problems_are_listed(tmp_path):
+    path = write(tmp_path, "patches:\n  cuont: 10\n  eps: -1\nfeatures:\n  pooling: median\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ["output.bta=0.1"])
+    message = str(error.value)
+    assert "unknown key patches.cuont (did you mean patches.count?)" in message
+    assert "unknown key output.bta (did you mean output.beta?)" in message
+    assert "patches.eps must be >= 0, got -1" in message
+    assert "features.pooling must be one of max, sum, mean" in message
+
+
+def test_wrong_types_choices_and_ranges_are_reported_together():
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["patches.count=ten", "features.pooling=median", "output.group=1"])
+    problems = error.value.problems
+    assert any("patches.count must be int" in p for p in problems)
+    assert any("features.pooling must be one of max, sum, mean" in p for p in problems)
+    assert any("output.group must be bool" in p for p in problems)
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["patches.eps=-0.5", "patches.count=1", "output.mode=lasso"])
+    problems = error.value.problems
+    assert any("patches.eps must be >= 0" in p for p in problems)
+    assert any("patches.count must be at least 2" in p for p in problems)
+    assert any("set output.tau" in p for p in problems)
+
+
+def test_bad_override_syntax_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(None, ["patches.count"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_checks_against_the_images():
+    config = load_config(None, ["patches.size=9"])
+    assert "larger than the images" in check_against_images(config, (8, 8, 1), 10)[0]
+    config = load_config(None, ["patches.size=2", "patches.count=100"])
+    assert "exceeds the 98 distinct patch positions" in check_against_images(config, (8, 8, 1), 2)[0]
+    config = load_config(None, ["patches.size=5", "features.grid=5"])
+    assert "finer than the response map" in check_against_images(config, (8, 8, 1), 10)[0]
