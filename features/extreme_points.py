@@ -21,7 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
+from .parallel import parallel_backend
 from .simplex_qp import min_norm_point
 
 
@@ -59,7 +62,7 @@ class FilterSolution:
 
 def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, cert_tol=1e-10,
                           violators_per_round=32, max_rounds=50, n_jobs=1, batch_size=256,
-                          block_size=1024, progress=None):
+                          block_size=1024, scheduler=None, progress=None):
     """Compute the extreme-point filter of every patch against all the others.
 
     Parameters
@@ -74,7 +77,8 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
     n_jobs : int, joblib workers for the per-patch solves
     batch_size : int, patches per joblib task
     block_size : int, rows per GEMM block in the candidate search and the certification
-    progress : callable(str) or None, receives one line per round
+    scheduler : None (local joblib workers), a Dask scheduler address or a ``dask.distributed.Client``
+    progress : callable(str) or None, receives one line per round; a tqdm bar shows the solves
 
     Returns
     -------
@@ -89,7 +93,9 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
     weights = [None] * n_patches
     pending = np.arange(n_patches)
     for rounds in range(1, max_rounds + 1):
-        _solve_on_working_sets(patches, pending, working_sets, supports, weights, tol, n_jobs, batch_size)
+        with parallel_backend(scheduler, scatter=[patches]):
+            _solve_on_working_sets(patches, pending, working_sets, supports, weights, tol, n_jobs,
+                                   batch_size, description=f"filters, round {rounds}")
         residuals = _residuals(patches, supports, weights)
         residual_norms = np.linalg.norm(residuals, axis=1)
         inside = residual_norms <= hull_tol * np.linalg.norm(patches, axis=1)
@@ -137,28 +143,35 @@ def _most_aligned(patches, k, block_size):
     return aligned
 
 
-def _solve_on_working_sets(patches, pending, working_sets, supports, weights, tol, n_jobs, batch_size):
+def _solve_on_working_sets(patches, pending, working_sets, supports, weights, tol, n_jobs, batch_size,
+                           description):
     """Run Wolfe's algorithm for each pending patch on its working set; updates supports/weights."""
     batches = [pending[s:s + batch_size] for s in range(0, len(pending), batch_size)]
-    results = Parallel(n_jobs=n_jobs)(
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_solve_batch)(patches, [(i, working_sets[i], supports[i], weights[i]) for i in batch], tol)
         for batch in batches)
-    for batch, batch_results in zip(batches, results):
-        for i, (support, weight) in zip(batch, batch_results):
-            supports[i], weights[i] = support, weight
+    with tqdm(total=len(pending), desc=description, unit="patch", disable=None, leave=False) as bar:
+        for batch, batch_results in zip(batches, results):
+            for i, (support, weight) in zip(batch, batch_results):
+                supports[i], weights[i] = support, weight
+            bar.update(len(batch))
 
 
 def _solve_batch(patches, problems, tol):
-    """Solve ``[(i, working_set, previous_support, previous_weights), ...]``; returns global supports."""
-    solutions = []
-    for i, working_set, previous_support, previous_weights in problems:
-        differences = patches[i] - patches[working_set]
-        start = None
-        if previous_support is not None:
-            start = np.searchsorted(working_set, previous_support)
-        local_support, weight = min_norm_point(differences, start, previous_weights, tol=tol)
-        solutions.append((working_set[local_support], weight))
-    return solutions
+    """Solve ``[(i, working_set, previous_support, previous_weights), ...]``; returns global supports.
+
+    The per-patch linear algebra is tiny: one BLAS thread per worker avoids oversubscription.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return [_solve_one(patches, *problem, tol) for problem in problems]
+
+
+def _solve_one(patches, i, working_set, previous_support, previous_weights, tol):
+    """Wolfe's algorithm for patch ``i`` on ``working_set`` (sorted global indices), warm-started."""
+    differences = patches[i] - patches[working_set]
+    start = None if previous_support is None else np.searchsorted(working_set, previous_support)
+    local_support, weight = min_norm_point(differences, start, previous_weights, tol=tol)
+    return working_set[local_support], weight
 
 
 def _residuals(patches, supports, weights):

@@ -15,7 +15,6 @@ Optimality (method.md): ``r^T y_j >= r^T r`` for every ``j``; the *gap* is ``r^T
 """
 
 import numpy as np
-import scipy.linalg
 
 _ZERO_WEIGHT = 1e-14
 
@@ -98,8 +97,7 @@ def _affine_min_norm_weights(corral):
     gram += np.trace(gram) / len(gram)
     ones = np.ones(len(gram))
     try:
-        alpha = scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram, check_finite=False), ones,
-                                       check_finite=False)
-    except np.linalg.LinAlgError:  # nearly affinely dependent corral: least squares is still defined
+        alpha = np.linalg.solve(gram, ones)
+    except np.linalg.LinAlgError:  # affinely dependent corral (rounding): least squares is still defined
         alpha = np.linalg.lstsq(gram, ones, rcond=None)[0]
     return alpha / alpha.sum()

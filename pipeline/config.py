@@ -35,6 +35,7 @@ DEFAULTS = {
         "hull_tol": 1.0e-6,         # relative residual under which a patch is inside the hull
         "use_bias": False,          # add Lemma 7's bias b_i to each response
         "batch_size": 256,          # patches per parallel task
+        "scheduler": None,          # Dask scheduler address (tcp://host:8786) to solve on a cluster
     },
     "features": {
         "stride": 1,
@@ -59,7 +60,7 @@ DEFAULTS = {
 # Types accepted for keys whose default is None (any numeric default also accepts int for float).
 NULLABLE_TYPES = {
     "data.root": (str,), "data.train_root": (str,), "data.test_root": (str,),
-    "data.n_train": (int,), "data.n_test": (int,),
+    "data.n_train": (int,), "data.n_test": (int,), "filters.scheduler": (str,),
     "output.tau": (int, float), "output.sigma": (int, float),
 }
 

@@ -141,7 +141,8 @@ def compute_filters(patches, filter_config, n_jobs, log):
     """Steps 5-6: extreme-point filters with their certificates, as a dict of arrays."""
     solution = extreme_point_filters(
         patches, n_candidates=filter_config["n_candidates"], hull_tol=filter_config["hull_tol"],
-        n_jobs=n_jobs, batch_size=filter_config["batch_size"], progress=lambda line: log(f"[filters] {line}"))
+        n_jobs=n_jobs, batch_size=filter_config["batch_size"], scheduler=filter_config["scheduler"],
+        progress=lambda line: log(f"[filters] {line}"))
     return {
         "filters": solution.filters,
         "bias": solution.bias if filter_config["use_bias"] else np.zeros(len(solution.kept)),

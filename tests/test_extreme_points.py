@@ -27,14 +27,16 @@ def simplex_qp_reference(patches, i):
     return float(np.sum((patches[i] - solution @ others) ** 2))
 
 
-def nnls_reference(patches, i, weight=1e4):
-    """The same minimum through NNLS on the augmented system (exact as ``weight`` grows)."""
-    others = np.delete(patches, i, axis=0)
-    system = np.vstack([others.T, weight * np.ones(len(others))])
-    target = np.append(patches[i], weight)
-    solution, _ = scipy.optimize.nnls(system, target, maxiter=50 * len(others))
-    solution /= solution.sum()
-    return float(np.sum((patches[i] - solution @ others) ** 2))
+def nnls_reference(patches, i):
+    """The same minimum through NNLS, exactly: with ``y_j = a_i - a_j``,
+    ``min_{mu >= 0} ||Y^T mu||^2 + (1^T mu - 1)^2`` is solved by ``mu = t lambda*`` with ``lambda*`` the
+    simplex minimiser (for fixed ``lambda`` the best ``t`` gives ``f / (1 + f)``, increasing in ``f``).
+    """
+    differences = patches[i] - np.delete(patches, i, axis=0)
+    system = np.vstack([differences.T, np.ones(len(differences))])
+    target = np.append(np.zeros(patches.shape[1]), 1.0)
+    solution, _ = scipy.optimize.nnls(system, target, maxiter=50 * len(differences))
+    return float(np.sum((solution / solution.sum() @ differences) ** 2))
 
 
 def random_patches(n, d, seed=0):
@@ -50,7 +52,7 @@ def test_objective_matches_generic_qp_and_nnls(n, d, n_candidates):
         clarabel = simplex_qp_reference(patches, i)
         assert ours <= clarabel * (1 + 1e-9) + 1e-12
         assert ours == pytest.approx(clarabel, rel=1e-6, abs=1e-9)
-        assert ours == pytest.approx(nnls_reference(patches, i), rel=1e-5, abs=1e-8)
+        assert ours == pytest.approx(nnls_reference(patches, i), rel=1e-9, abs=1e-12)
 
 
 def test_certificate_is_the_optimality_condition_checked_independently():
@@ -136,3 +138,20 @@ def test_min_norm_point_warm_start_reaches_the_same_optimum():
 def test_single_patch_is_rejected():
     with pytest.raises(ValueError, match="at least 2 patches"):
         extreme_point_filters(np.ones((1, 3)))
+
+
+def test_dask_cluster_gives_the_same_filters_as_the_local_run():
+    distributed = pytest.importorskip("dask.distributed")
+    patches = random_patches(300, 9, seed=10)
+    local = extreme_point_filters(patches, n_candidates=12, n_jobs=1, batch_size=50)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        with distributed.get_task_stream(client) as tasks:
+            remote = extreme_point_filters(patches, n_candidates=12, n_jobs=2, batch_size=50, scheduler=client)
+        assert len(tasks.data) >= 6   # the 300 patches went to the cluster in batches of 50
+        by_address = extreme_point_filters(patches, n_candidates=12, n_jobs=2, batch_size=50,
+                                           scheduler=cluster.scheduler_address)
+        assert len(client.scheduler_info()["workers"]) == 2
+    for result in (remote, by_address):
+        np.testing.assert_array_equal(result.filters, local.filters)
+        np.testing.assert_array_equal(result.relative_gaps, local.relative_gaps)
