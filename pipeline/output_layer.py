@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+import scipy.linalg
 from scipy.sparse.linalg import LinearOperator
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -503,6 +504,34 @@ def _penalized(A, y, n_features, k, group, primal, beta, beta_max, tol, run, res
     return result(x, r, lam, n_iter, n_solves, False, message)
 
 
+def _compressed_problem(B, Y):
+    """An (F, F) factor ``R`` and targets ``Y_r`` (F, K) with the least squares of ``(B, Y)``.
+
+    For ``n > F`` samples: ``R^T R = B^T B`` and ``R^T Y_r = B^T Y``, so for every ``W``
+    ``||B W - Y||^2 = ||R W - Y_r||^2 + offset`` with ``offset = ||Y||^2 - ||Y_r||^2 >= 0`` (the part
+    of ``Y`` outside the range of ``B``), and the gradients ``B^T (Y - B W) = R^T (Y_r - R W)`` agree:
+    LASSO and penalised solutions are the same, BPDN's ``sigma^2`` shifts by ``offset``. SPGL1 then
+    works on ``F x F`` instead of ``n x F``. ``R`` is the transposed Cholesky factor of ``B^T B``, or
+    ``sqrt(D) V^T`` from its eigendecomposition when it is singular.
+
+    Returns ``R``, ``Y_r`` and ``offset``.
+    """
+    gram = B.T @ B
+    correlation = B.T @ Y
+    try:
+        lower = np.linalg.cholesky(gram)
+        factor = lower.T
+        targets = scipy.linalg.solve_triangular(lower, correlation, lower=True)
+    except np.linalg.LinAlgError:
+        eigenvalues, eigenvectors = np.linalg.eigh(gram)
+        keep = eigenvalues > eigenvalues.max() * len(gram) * np.finfo(np.float64).eps
+        roots = np.sqrt(eigenvalues[keep])
+        factor = roots[:, None] * eigenvectors[:, keep].T
+        targets = (eigenvectors[:, keep].T @ correlation) / roots[:, None]
+    offset = max(float(np.einsum("ij,ij->", Y, Y) - np.einsum("ij,ij->", targets, targets)), 0.0)
+    return factor, targets, offset
+
+
 # ----------------------------------------------------------------------------------------------
 # Estimator
 
@@ -615,6 +644,11 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         Y[np.arange(len(y_index)), y_index] = 1.0
         self.intercept_ = Y.mean(axis=0)
         Y -= self.intercept_
+        sigma = self.sigma
+        if Bs.shape[0] > Bs.shape[1]:  # more samples than features: solve on the F x F factor
+            Bs, Y, offset = _compressed_problem(Bs, Y)
+            if sigma is not None:
+                sigma = np.sqrt(max(float(sigma) ** 2 - offset, 0.0))
         A = _stacked_operator(Bs, k)
         _, dual, _ = _penalty(self.group, k)
         self.beta_max_ = dual(A.rmatvec(Y.ravel()), 1)
@@ -622,7 +656,7 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         if self.mode == "penalized":
             beta_abs = float(self.beta) * self.beta_max_ if self.relative else float(self.beta)
         res = solve_l1(A, Y, group=self.group, mode=self.mode, beta=beta_abs, tau=self.tau,
-                       sigma=self.sigma, beta_max=self.beta_max_, tol=float(self.tol),
+                       sigma=sigma, beta_max=self.beta_max_, tol=float(self.tol),
                        max_iter=self.max_iter, verbose=self.verbose)
         if not res.converged:
             warnings.warn(f"L1OutputLayer ({self.mode}) did not converge: {res.message}",

@@ -10,6 +10,7 @@ from sklearn.linear_model import Lasso, MultiTaskLasso
 
 from pipeline.output_layer import (
     L1OutputLayer,
+    _compressed_problem,
     _group_dual,
     _group_primal,
     _group_project,
@@ -405,3 +406,18 @@ def test_bad_data_raise():
         model.predict(B[:, :10])
     with pytest.raises(ValueError, match="labels not seen"):
         model.objective(B, y + 100)
+
+
+@pytest.mark.parametrize("rank_deficient", [False, True])
+def test_compressed_problem_keeps_residuals_and_gradients(rank_deficient):
+    rng = np.random.default_rng(3)
+    B = rng.normal(size=(120, 15))
+    if rank_deficient:
+        B[:, -1] = B[:, 0] - B[:, 1]     # B^T B is singular: the eigendecomposition path
+    Y = rng.normal(size=(120, 4))
+    factor, targets, offset = _compressed_problem(B, Y)
+    for _ in range(3):
+        W = rng.normal(size=(15, 4))
+        full = np.sum((B @ W - Y) ** 2)
+        assert np.sum((factor @ W - targets) ** 2) + offset == pytest.approx(full, rel=1e-10)
+        np.testing.assert_allclose(factor.T @ (targets - factor @ W), B.T @ (Y - B @ W), atol=1e-9)
