@@ -91,21 +91,29 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
     working_sets = list(_most_aligned(patches, min(n_candidates, n_patches - 1), block_size))
     supports = [None] * n_patches
     weights = [None] * n_patches
+    residuals = np.empty_like(patches)
+    relative_gaps, max_inner = np.zeros(n_patches), np.zeros(n_patches)
     pending = np.arange(n_patches)
     for rounds in range(1, max_rounds + 1):
         with parallel_backend(scheduler, scatter=[patches]):
             _solve_on_working_sets(patches, pending, working_sets, supports, weights, tol, n_jobs,
                                    batch_size, description=f"filters, round {rounds}")
-        residuals = _residuals(patches, supports, weights)
-        residual_norms = np.linalg.norm(residuals, axis=1)
-        inside = residual_norms <= hull_tol * np.linalg.norm(patches, axis=1)
-        gaps, best_inner, violators = _certify(patches, residuals, pending, inside[pending],
-                                               cert_tol, violators_per_round, block_size)
-        if rounds == 1:
-            relative_gaps, max_inner = np.zeros(n_patches), np.zeros(n_patches)
-        relative_gaps[pending], max_inner[pending] = gaps, best_inner
-        # A violator already in the working set means Wolfe's answer there is at rounding level.
-        failing = [(i, new) for i, v in zip(pending, violators)
+        residuals[pending] = [_residual(patches, i, supports[i], weights[i]) for i in pending]
+        inside = np.linalg.norm(residuals, axis=1) <= hull_tol * np.linalg.norm(patches, axis=1)
+        violators = _update_certificates(patches, residuals, pending, inside, relative_gaps, max_inner,
+                                         cert_tol, violators_per_round, block_size)
+        # Violators all inside the working set: Wolfe stopped at its float64 rounding level. One step of
+        # iterative refinement with an extended-precision residual then recovers the optimum.
+        stalled = np.array([i for i, v in zip(pending, violators)
+                            if len(v) and np.isin(v, working_sets[i]).all()], dtype=np.int64)
+        for i in stalled:
+            weights[i] = _refine(patches, i, supports[i], weights[i])
+            residuals[i] = _residual(patches, i, supports[i], weights[i])
+        violators = dict(zip(pending, violators))
+        violators.update(zip(stalled, _update_certificates(
+            patches, residuals, stalled, inside, relative_gaps, max_inner, cert_tol, violators_per_round,
+            block_size)))
+        failing = [(i, new) for i, v in violators.items()
                    if len(new := np.setdiff1d(v, working_sets[i], assume_unique=True))]
         if progress is not None:
             progress(f"round {rounds}: solved {len(pending)} patches, {len(failing)} not yet optimal, "
@@ -115,6 +123,7 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
         for i, new in failing:
             working_sets[i] = np.union1d(working_sets[i], new)
         pending = np.array([i for i, _ in failing])
+    residual_norms = np.linalg.norm(residuals, axis=1)
     kept = np.flatnonzero(~inside)
     relative_gaps[inside] = 0.0
     filters = residuals[kept] / residual_norms[kept, None]
@@ -174,10 +183,44 @@ def _solve_one(patches, i, working_set, previous_support, previous_weights, tol)
     return working_set[local_support], weight
 
 
-def _residuals(patches, supports, weights):
-    """Residuals ``r_i = a_i - sum_j lambda_j a_j``, shape (P, d)."""
-    combinations = np.stack([w @ patches[s] for s, w in zip(supports, weights)])
-    return patches - combinations
+def _residual(patches, i, support, weights):
+    """``r_i = a_i - sum_j lambda_j a_j`` (d,), summed in extended precision (``np.longdouble``).
+
+    For a patch near the hull of the others the terms cancel to a small ``r_i``; float64 sums would
+    leave an error of ``eps ||a||``, which the certificate, relative to ``||r_i||^2``, would magnify.
+    """
+    combination = weights.astype(np.longdouble) @ patches[support].astype(np.longdouble)
+    return (patches[i].astype(np.longdouble) - combination).astype(np.float64)
+
+
+def _refine(patches, i, support, weights, steps=2):
+    """Iterative refinement of the weights on ``support`` (their sum kept at 1).
+
+    Each step solves ``min_delta || r_i - sum_{k>0} delta_k (a_{s_k} - a_{s_0}) ||`` by least squares
+    with the extended-precision residual. A step that would push a weight off the simplex is not taken.
+    """
+    if len(support) == 1:
+        return weights
+    points = patches[support]
+    differences = (points[1:] - points[0]).T
+    for _ in range(steps):
+        delta = np.linalg.lstsq(differences, _residual(patches, i, support, weights), rcond=None)[0]
+        refined = weights.copy()
+        refined[1:] += delta
+        refined[0] -= delta.sum()
+        if not np.all(refined > 0):
+            break
+        weights = refined
+    return weights
+
+
+def _update_certificates(patches, residuals, rows, inside, relative_gaps, max_inner, cert_tol,
+                         n_violators, block_size):
+    """Certify ``rows``: write their gaps and ``max_j r_i^T a_j``; return their violator lists."""
+    gaps, best_inner, violators = _certify(patches, residuals, rows, inside[rows], cert_tol, n_violators,
+                                           block_size)
+    relative_gaps[rows], max_inner[rows] = gaps, best_inner
+    return violators
 
 
 def _certify(patches, residuals, rows, inside, cert_tol, n_violators, block_size):

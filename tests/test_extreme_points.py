@@ -155,3 +155,18 @@ def test_dask_cluster_gives_the_same_filters_as_the_local_run():
     for result in (remote, by_address):
         np.testing.assert_array_equal(result.filters, local.filters)
         np.testing.assert_array_equal(result.relative_gaps, local.relative_gaps)
+
+
+def test_patch_just_outside_a_facet_gets_an_accurate_filter():
+    """r_i is 1e-5 of ||a_i|| and the sum of lambda_j a_j cancels to it: the filter is still exact."""
+    rng = np.random.default_rng(11)
+    d = 12
+    facet = np.hstack([np.ones((d, 1)), rng.uniform(-1, 1, size=(d, d - 1))])   # on the plane x_1 = 1
+    below = np.hstack([rng.uniform(-1, 0.9, size=(200, 1)), rng.uniform(-1, 1, size=(200, d - 1))])
+    candidate = facet.mean(axis=0) + 1e-5 * np.eye(d)[0]
+    patches = np.vstack([candidate, facet, below])
+    solution = extreme_point_filters(patches, n_candidates=30)
+    assert 0 in solution.kept
+    assert solution.support_sizes[0] == d
+    np.testing.assert_allclose(solution.filters[0], np.eye(d)[0], atol=1e-9)
+    assert solution.residual_norms[0] == pytest.approx(1e-5, rel=1e-9)
