@@ -194,15 +194,18 @@ def _residual(patches, i, support, weights):
 
 
 def _refine(patches, i, support, weights, steps=2):
-    """Iterative refinement of the weights on ``support`` (their sum kept at 1).
+    """Iterative refinement of the weights on ``support`` (their sum kept at 1), in ``np.longdouble``.
 
     Each step solves ``min_delta || r_i - sum_{k>0} delta_k (a_{s_k} - a_{s_0}) ||`` by least squares
-    with the extended-precision residual. A step that would push a weight off the simplex is not taken.
+    with the extended-precision residual. The weights stay in extended precision: float64 weights
+    alone move ``r_i`` by ``eps ||a||``, too much when ``||r_i|| << ||a_i||``. A step that would push a
+    weight off the simplex is not taken.
     """
     if len(support) == 1:
         return weights
     points = patches[support]
     differences = (points[1:] - points[0]).T
+    weights = weights.astype(np.longdouble)
     for _ in range(steps):
         delta = np.linalg.lstsq(differences, _residual(patches, i, support, weights), rcond=None)[0]
         refined = weights.copy()

@@ -157,8 +157,9 @@ def test_dask_cluster_gives_the_same_filters_as_the_local_run():
         np.testing.assert_array_equal(result.relative_gaps, local.relative_gaps)
 
 
-def test_patch_just_outside_a_facet_gets_an_accurate_filter():
-    """r_i is 1e-5 of ||a_i|| and the sum of lambda_j a_j cancels to it: the filter is still exact."""
+def test_patch_just_outside_a_facet_is_certified_despite_cancellation():
+    """r_i is 1e-5 of ||a_i|| and the sum of lambda_j a_j cancels to it: in float64 alone the relative
+    certificate stalls near 1e-7 (measured 3.5e-7); extended-precision refinement certifies it."""
     rng = np.random.default_rng(11)
     d = 12
     facet = np.hstack([np.ones((d, 1)), rng.uniform(-1, 1, size=(d, d - 1))])   # on the plane x_1 = 1
@@ -170,3 +171,4 @@ def test_patch_just_outside_a_facet_gets_an_accurate_filter():
     assert solution.support_sizes[0] == d
     np.testing.assert_allclose(solution.filters[0], np.eye(d)[0], atol=1e-9)
     assert solution.residual_norms[0] == pytest.approx(1e-5, rel=1e-9)
+    assert solution.relative_gaps[0] <= 1e-8
