@@ -11,6 +11,11 @@ working set and *certified against all patches*:
    (``x_i = a_i - r_i``); the scores for all pairs are one blocked GEMM, never a ``P x P`` matrix;
 4. add the most violating patches to the working sets that fail and repeat from 2 for those.
 
+Residuals are summed in extended precision, and patches where Wolfe stops at float64 rounding (their
+violators are already in the working set) get their weights refined in extended precision: near the hull
+of the others ``||r_i|| << ||a_i||`` and float64 alone would floor the certificate at about
+``eps (||a_i|| / ||r_i||)^2``.
+
 Every patch carries its certificate, the relative gap ``max_j r_i^T (a_j - x_i) / ||r_i||^2`` (an
 upper bound on the relative excess of the objective over its optimum, times two). A patch whose
 residual is at most ``hull_tol * ||a_i||`` lies inside the hull of the others: it has no extreme point
@@ -102,8 +107,8 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
         inside = np.linalg.norm(residuals, axis=1) <= hull_tol * np.linalg.norm(patches, axis=1)
         violators = _update_certificates(patches, residuals, pending, inside, relative_gaps, max_inner,
                                          cert_tol, violators_per_round, block_size)
-        # Violators all inside the working set: Wolfe stopped at its float64 rounding level. One step of
-        # iterative refinement with an extended-precision residual then recovers the optimum.
+        # Violators all inside the working set: Wolfe stopped at its float64 rounding level. Iterative
+        # refinement in extended precision (residual and weights) then recovers the optimum.
         stalled = np.array([i for i, v in zip(pending, violators)
                             if len(v) and np.isin(v, working_sets[i]).all()], dtype=np.int64)
         for i in stalled:
