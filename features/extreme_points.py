@@ -99,35 +99,35 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
     residuals = np.empty_like(patches)
     relative_gaps, max_inner = np.zeros(n_patches), np.zeros(n_patches)
     pending = np.arange(n_patches)
-    for rounds in range(1, max_rounds + 1):
-        with parallel_backend(scheduler, scatter=[patches]):
+    with parallel_backend(scheduler, scatter=[patches]):
+        for rounds in range(1, max_rounds + 1):
             _solve_on_working_sets(patches, pending, working_sets, supports, weights, tol, n_jobs,
                                    batch_size, description=f"filters, round {rounds}")
-        residuals[pending] = [_residual(patches, i, supports[i], weights[i]) for i in pending]
-        inside = np.linalg.norm(residuals, axis=1) <= hull_tol * np.linalg.norm(patches, axis=1)
-        violators = _update_certificates(patches, residuals, pending, inside, relative_gaps, max_inner,
-                                         cert_tol, violators_per_round, block_size)
-        # Violators all inside the working set: Wolfe stopped at its float64 rounding level. Iterative
-        # refinement in extended precision (residual and weights) then recovers the optimum.
-        stalled = np.array([i for i, v in zip(pending, violators)
-                            if len(v) and np.isin(v, working_sets[i]).all()], dtype=np.int64)
-        for i in stalled:
-            weights[i] = _refine(patches, i, supports[i], weights[i])
-            residuals[i] = _residual(patches, i, supports[i], weights[i])
-        violators = dict(zip(pending, violators))
-        violators.update(zip(stalled, _update_certificates(
-            patches, residuals, stalled, inside, relative_gaps, max_inner, cert_tol, violators_per_round,
-            block_size)))
-        failing = [(i, new) for i, v in violators.items()
-                   if len(new := np.setdiff1d(v, working_sets[i], assume_unique=True))]
-        if progress is not None:
-            progress(f"round {rounds}: solved {len(pending)} patches, {len(failing)} not yet optimal, "
-                     f"worst relative gap {relative_gaps.max():.2e}")
-        if not failing:
-            break
-        for i, new in failing:
-            working_sets[i] = np.union1d(working_sets[i], new)
-        pending = np.array([i for i, _ in failing])
+            residuals[pending] = [_residual(patches, i, supports[i], weights[i]) for i in pending]
+            inside = np.linalg.norm(residuals, axis=1) <= hull_tol * np.linalg.norm(patches, axis=1)
+            violators = _update_certificates(patches, residuals, pending, inside, relative_gaps, max_inner,
+                                             cert_tol, violators_per_round, block_size)
+            # Violators all inside the working set: Wolfe stopped at its float64 rounding level. Iterative
+            # refinement in extended precision (residual and weights) then recovers the optimum.
+            stalled = np.array([i for i, v in zip(pending, violators)
+                                if len(v) and np.isin(v, working_sets[i]).all()], dtype=np.int64)
+            for i in stalled:
+                weights[i] = _refine(patches, i, supports[i], weights[i])
+                residuals[i] = _residual(patches, i, supports[i], weights[i])
+            violators = dict(zip(pending, violators))
+            violators.update(zip(stalled, _update_certificates(
+                patches, residuals, stalled, inside, relative_gaps, max_inner, cert_tol, violators_per_round,
+                block_size)))
+            failing = [(i, new) for i, v in violators.items()
+                       if len(new := np.setdiff1d(v, working_sets[i], assume_unique=True))]
+            if progress is not None:
+                progress(f"round {rounds}: solved {len(pending)} patches, {len(failing)} not yet optimal, "
+                         f"worst relative gap {relative_gaps.max():.2e}")
+            if not failing:
+                break
+            for i, new in failing:
+                working_sets[i] = np.union1d(working_sets[i], new)
+            pending = np.array([i for i, _ in failing])
     residual_norms = np.linalg.norm(residuals, axis=1)
     kept = np.flatnonzero(~inside)
     relative_gaps[inside] = 0.0
