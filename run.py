@@ -1,6 +1,7 @@
 """Command line of convexrf.
 
     python run.py train --config configs/digits.yaml [--data-root DIR] [--out DIR] [--set key=value ...]
+    python run.py predict --run OUT --images PATH [--csv FILE]
 """
 
 import argparse
@@ -22,6 +23,12 @@ def parse_args(argv):
                        help="run folder for metrics, model and stage cache (default: runs/<config name>)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set patches.count=2000 (repeatable)")
+    predict = commands.add_parser("predict", help="classify an image file, a folder of images or an "
+                                  "ImageFolder tree with a trained model; writes a CSV")
+    predict.add_argument("--run", type=Path, required=True, help="run folder of `train` (holds model.npz)")
+    predict.add_argument("--images", type=Path, required=True, help="image file or folder (searched recursively)")
+    predict.add_argument("--csv", type=Path, default=None,
+                         help="output CSV of file, predicted_class, score (default: RUN/predictions.csv)")
     return parser.parse_args(argv)
 
 
@@ -29,17 +36,37 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # Imported here so that --help answers at once, without loading torch.
     from data import DatasetError
-    from pipeline.config import ConfigError, load_config
-    from pipeline.job import train
+    from pipeline.config import ConfigError
+    from pipeline.model_io import ModelFileError
 
     try:
-        config = load_config(args.config, args.overrides, data_root=args.data_root)
-        out = args.out if args.out is not None else Path("runs") / args.config.stem
-        train(config, out, log=lambda line: print(line, flush=True))
-    except (ConfigError, DatasetError) as error:
+        {"train": train, "predict": predict}[args.command](args)
+    except (ConfigError, DatasetError, ModelFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def train(args):
+    from pipeline.config import load_config
+    from pipeline.job import train as train_job
+
+    config = load_config(args.config, args.overrides, data_root=args.data_root)
+    out = args.out if args.out is not None else Path("runs") / args.config.stem
+    train_job(config, out, log=lambda line: print(line, flush=True))
+
+
+def predict(args):
+    from data.image_files import read_images_for_prediction, write_predictions_csv
+    from pipeline.model_io import load_model
+
+    model = load_model(args.run)
+    files, images = read_images_for_prediction(args.images, model.features_.image_shape_)
+    scores = model.class_scores(images)
+    best = scores.argmax(axis=1)
+    csv_path = args.csv if args.csv is not None else args.run / "predictions.csv"
+    write_predictions_csv(csv_path, files, model.classes_[best], scores[range(len(best)), best])
+    print(f"{len(files)} images classified; predictions written to {csv_path}")
 
 
 if __name__ == "__main__":

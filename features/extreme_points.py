@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -141,6 +143,66 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
         support_sizes=np.array([len(s) for s in supports], dtype=np.int64),
         rounds=rounds,
     )
+
+
+
+class ExtremePointFilters(TransformerMixin, BaseEstimator):
+    """The extreme-point filter bank of a patch matrix, as a scikit-learn transformer.
+
+    ``fit`` computes the filter ``u_i`` of every patch against all the others
+    (:func:`extreme_point_filters`); ``transform`` gives the ReLU responses ``max(Z U^T + b, 0)`` of
+    vectors in the same (normalised, whitened) patch space.
+
+    Parameters
+    ----------
+    n_candidates, hull_tol, n_jobs, batch_size, scheduler : see :func:`extreme_point_filters`
+    use_bias : bool, use Lemma 7's bias ``b_i`` in ``bias_`` (else zeros)
+    verbose : int, print one line per certification round when > 0
+
+    Attributes
+    ----------
+    filters_ : (F, d) unit-norm filters; bias_ : (F,) biases added before the ReLU
+    kept_ : (F,) indices of the patches the filters come from
+    residual_norms_, relative_gaps_, support_sizes_ : (P,) per-patch solution and certificate
+    n_inside_hull_ : int, patches dropped for lying inside the hull of the others
+    max_relative_gap_ : float, the worst certificate; n_rounds_ : int, certification rounds
+    """
+
+    def __init__(self, n_candidates=256, hull_tol=1e-6, use_bias=False, n_jobs=1, batch_size=256,
+                 scheduler=None, verbose=0):
+        self.n_candidates = n_candidates
+        self.hull_tol = hull_tol
+        self.use_bias = use_bias
+        self.n_jobs = n_jobs
+        self.batch_size = batch_size
+        self.scheduler = scheduler
+        self.verbose = verbose
+
+    def fit(self, X, y=None):
+        """Compute the filters of the patches ``X`` (P, d), P >= 2."""
+        X = validate_data(self, X, dtype=np.float64)
+        if len(X) < 2:
+            raise ValueError("extreme points need at least 2 patches; got 1 sample")
+        solution = extreme_point_filters(
+            X, n_candidates=self.n_candidates, hull_tol=self.hull_tol, n_jobs=self.n_jobs,
+            batch_size=self.batch_size, scheduler=self.scheduler,
+            progress=(lambda line: print(f"[filters] {line}", flush=True)) if self.verbose else None)
+        self.filters_ = solution.filters
+        self.bias_ = solution.bias if self.use_bias else np.zeros(len(solution.kept))
+        self.kept_ = solution.kept
+        self.residual_norms_ = solution.residual_norms
+        self.relative_gaps_ = solution.relative_gaps
+        self.support_sizes_ = solution.support_sizes
+        self.n_inside_hull_ = solution.n_inside_hull
+        self.max_relative_gap_ = solution.max_relative_gap
+        self.n_rounds_ = solution.rounds
+        return self
+
+    def transform(self, X):
+        """ReLU responses (n, F) of vectors ``X`` (n, d) to the filters."""
+        check_is_fitted(self, "filters_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return np.maximum(X @ self.filters_.T + self.bias_, 0.0)
 
 
 def _most_aligned(patches, k, block_size):

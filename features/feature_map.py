@@ -3,14 +3,25 @@
 Every ``k x k`` patch of an image (valid positions, a configurable stride) is normalised exactly as the
 sampled patches were (:func:`features.patches.normalize_patches`), whitened with the same ZCA transform,
 multiplied by the filters, passed through ``max(., 0)`` and pooled over a ``grid x grid`` partition of
-the response map. The whitening and the filters fold into one ``d x F`` matrix, so each chunk of images
-costs one GEMM. Computed with torch in float32, chunk by chunk, into a caller-provided output array
+the response map. The whitening and the filters fold into one ``d x F`` matrix
+(:meth:`features.whitening.PatchWhitener.fold`), so each chunk of images costs one GEMM. Computed with torch in float32, chunk by chunk, into a caller-provided output array
 (which may be a memory map).
 """
+
+import numbers
 
 import numpy as np
 import torch
 import torch.nn.functional as functional
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from .extreme_points import ExtremePointFilters
+from .images import check_images, pixel_scale
+from .patches import sample_patches
+from .stages import Uncached
+from .whitening import PatchWhitener
 
 POOLINGS = ("max", "sum", "mean")
 
@@ -27,18 +38,19 @@ def region_edges(length, grid):
     return np.linspace(0, length, grid + 1).round().astype(int)
 
 
-def conv_relu_pool(images, filters, *, patch_size, eps, stride=1, whitener=None, bias=None,
-                   pooling="sum", grid=2, memory_mb=32, device="cpu", out=None, progress=None):
-    """Pooled ReLU responses of every image to every filter.
+def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, stride=1, pooling="sum",
+                   grid=2, memory_mb=32, device="cpu", out=None, progress=None):
+    """Pooled ReLU responses ``max(q W + offset, 0)`` of every normalised patch ``q`` of every image.
 
     Parameters
     ----------
-    images : uint8 array (N, H, W, C)
-    filters : float array (F, d), ``d = C * k * k``, in the (whitened) patch space, channel-first order
+    images : array (N, H, W, C), uint8 (scaled by 1/255) or float (taken as is)
+    weights : (d, F) float, ``d = C * k * k`` in channel-first patch order: the filters with the
+        whitening folded in (:meth:`features.whitening.PatchWhitener.fold`)
+    offset : (F,) float, added to each response before the ReLU
     patch_size : int ``k``; eps : per-patch normalisation constant (see :mod:`features.patches`)
+    normalize : bool, normalise each patch before the product
     stride : int, step between patch positions
-    whitener : fitted :class:`features.whitening.ZCAWhitener` or None
-    bias : (F,) float or None, added to each response before the ReLU
     pooling : "max", "sum" or "mean" over each region of a ``grid x grid`` partition
     memory_mb : float, budget for one chunk's intermediate arrays, in MiB
     device : torch device string ("cpu", "cuda")
@@ -53,36 +65,25 @@ def conv_relu_pool(images, filters, *, patch_size, eps, stride=1, whitener=None,
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     n_images, height, width, _ = images.shape
-    n_filters = len(filters)
+    n_filters = weights.shape[1]
     rows = region_edges(output_size(height, patch_size, stride), grid)
     cols = region_edges(output_size(width, patch_size, stride), grid)
-    weights, offset = _fold_whitening(filters, whitener, bias, device)
+    weights, offset = (torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device) for a in (weights, offset))
+    scale = pixel_scale(images.dtype)
     if out is None:
         out = np.empty((n_images, n_filters * grid * grid), dtype=np.float32)
     chunk = _chunk_size(rows[-1] * cols[-1], weights.shape[0] + n_filters, memory_mb)
     with torch.inference_mode():
         for start in range(0, n_images, chunk):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + chunk])).to(device)
-            responses = _responses(batch, weights, offset, patch_size, stride, eps)
+            # a private copy: the input may be a read-only memory map, and is never written to
+            batch = torch.from_numpy(np.array(images[start:start + chunk])).to(device)
+            pixels = batch.permute(0, 3, 1, 2).to(torch.float32) * scale
+            responses = _responses(pixels, weights, offset, patch_size, stride, eps if normalize else None)
             responses = responses.reshape(len(batch), rows[-1], cols[-1], n_filters)
             out[start:start + len(batch)] = _pool(responses, rows, cols, pooling).cpu().numpy()
             if progress is not None:
                 progress(len(batch))
     return out
-
-
-def _fold_whitening(filters, whitener, bias, device):
-    """Fold ZCA and filters into ``weights`` (d, F) and ``offset`` (F,), float32 tensors.
-
-    ``relu(((p - mean) W) U^T + b) = relu(p (W U^T) + (b - mean W U^T))``.
-    """
-    weights = np.asarray(filters, dtype=np.float64).T
-    offset = np.zeros(weights.shape[1]) if bias is None else np.asarray(bias, dtype=np.float64).copy()
-    if whitener is not None:
-        weights = whitener.whitening_ @ weights
-        offset -= whitener.mean_ @ weights
-    as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
-    return as_tensor(weights), as_tensor(offset)
 
 
 def _chunk_size(n_positions, width, memory_mb):
@@ -91,13 +92,13 @@ def _chunk_size(n_positions, width, memory_mb):
     return max(1, int(memory_mb * 2**20 // per_image))
 
 
-def _responses(batch, weights, offset, patch_size, stride, eps):
-    """ReLU responses (n, L, F) of the normalised patches of a uint8 batch (n, H, W, C)."""
-    pixels = batch.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+def _responses(pixels, weights, offset, patch_size, stride, eps):
+    """ReLU responses (n, L, F) of the patches of float images (n, C, H, W), normalised unless eps is None."""
     patches = functional.unfold(pixels, patch_size, stride=stride).transpose(1, 2)  # (n, L, d)
-    patches = patches - patches.mean(dim=2, keepdim=True)
-    variance = patches.square().mean(dim=2, keepdim=True)
-    patches = patches * torch.rsqrt(variance + eps)
+    if eps is not None:
+        patches = patches - patches.mean(dim=2, keepdim=True)
+        variance = patches.square().mean(dim=2, keepdim=True)
+        patches = patches * torch.rsqrt(variance + eps)
     return torch.relu_(torch.matmul(patches, weights).add_(offset))
 
 
@@ -108,3 +109,112 @@ def _pool(responses, rows, cols, pooling):
     pooled = [reduce(responses[:, r0:r1, c0:c1])
               for r0, r1 in zip(rows[:-1], rows[1:]) for c0, c1 in zip(cols[:-1], cols[1:])]
     return torch.stack(pooled, dim=2).flatten(1)
+
+
+class ConvReLUPool(TransformerMixin, BaseEstimator):
+    """Images -> pooled ReLU responses to a filter bank learned from their patches (steps 2-7).
+
+    ``fit`` samples ``n_patches`` patches at distinct positions, fits the patch normalisation and
+    whitening (``whitener``) and the filter bank (``filter_bank``, extreme points by default) on them;
+    ``transform`` computes :func:`conv_relu_pool` with the whitening folded into the filters.
+
+    Parameters
+    ----------
+    patch_size : int, side ``k`` of the square patches
+    n_patches : int (a count) or float in (0, 1] (a fraction of all patch positions)
+    whitener : :class:`features.whitening.PatchWhitener` or None (the default one)
+    filter_bank : a transformer whose ``fit(patches)`` sets ``filters_`` (F, d) and ``bias_`` (F,),
+        :class:`features.extreme_points.ExtremePointFilters` if None
+    stride, pooling, grid, memory_mb, device : see :func:`conv_relu_pool`
+    image_shape : None, (H, W) or (H, W, C): the shape of one image when rows are flattened
+        (see :mod:`features.images`)
+    random_state : int, numpy Generator or None, seeds the patch sampling
+    verbose : int, progress bar over images in ``transform`` when > 0
+
+    Attributes
+    ----------
+    whitener_ : fitted whitener; filter_bank_ : fitted filter bank
+    weights_ : (d, F) and offset_ : (F,), the folded affine map of normalised patches
+    image_shape_ : (H, W, C) seen in fit; n_features_in_ : ``H * W * C``
+    """
+
+    def __init__(self, patch_size=5, n_patches=1000, whitener=None, filter_bank=None, stride=1,
+                 pooling="sum", grid=2, memory_mb=32, device="cpu", image_shape=None, random_state=None,
+                 verbose=0):
+        self.patch_size = patch_size
+        self.n_patches = n_patches
+        self.whitener = whitener
+        self.filter_bank = filter_bank
+        self.stride = stride
+        self.pooling = pooling
+        self.grid = grid
+        self.memory_mb = memory_mb
+        self.device = device
+        self.image_shape = image_shape
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y=None, stages=None):
+        """Learn the whitening and the filters from patches of images ``X`` (see :mod:`features.images`).
+
+        ``stages``: a stage runner (:mod:`features.stages`) that may cache the whitening and filters.
+        """
+        stages = Uncached() if stages is None else stages
+        images = check_images(X, self.image_shape)
+        self._check_params(images.shape[1:])
+        count = self._patch_count(images.shape)
+        patches = sample_patches(images, self.patch_size, count, np.random.default_rng(self.random_state))
+        sampling = {"patch_size": self.patch_size, "n_patches": count, "random_state": self.random_state}
+        whitener = clone(self.whitener) if self.whitener is not None else PatchWhitener()
+        self.whitener_ = stages.fit("whitening", whitener, patches, settings=sampling)
+        filter_bank = clone(self.filter_bank) if self.filter_bank is not None else ExtremePointFilters()
+        self.filter_bank_ = stages.fit("filters", filter_bank, self.whitener_.transform(patches))
+        if len(self.filter_bank_.filters_) == 0:
+            raise ValueError(f"the filter bank is empty: all {count} patches lie inside the convex hull of "
+                             "the others (constant or repeated patches); use more varied images")
+        self.weights_, self.offset_ = self.whitener_.fold(self.filter_bank_.filters_, self.filter_bank_.bias_)
+        self.image_shape_ = tuple(int(s) for s in images.shape[1:])
+        self.n_features_in_ = int(np.prod(self.image_shape_))
+        return self
+
+    def transform(self, X):
+        """Pooled features, float32 (N, F * grid**2), of images ``X``."""
+        check_is_fitted(self, "weights_")
+        images = check_images(X, self.image_shape, self.image_shape_, type(self).__name__)
+        with tqdm(total=len(images), desc="features", unit="img", leave=False,
+                  disable=None if self.verbose else True) as bar:
+            return conv_relu_pool(
+                images, self.weights_, self.offset_, patch_size=self.patch_size, eps=self.whitener_.eps,
+                normalize=self.whitener_.normalize, stride=self.stride, pooling=self.pooling,
+                grid=self.grid, memory_mb=self.memory_mb, device=self.device, progress=bar.update)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # features are float32 for any input
+        return tags
+
+    def _check_params(self, image_shape):
+        height, width, _ = image_shape
+        if not (isinstance(self.patch_size, numbers.Integral) and 1 <= self.patch_size <= min(height, width)):
+            raise ValueError(f"patch_size must be an integer from 1 to {min(height, width)} for "
+                             f"{height} x {width} images, got {self.patch_size!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        for name in ("stride", "grid"):
+            if not (isinstance(getattr(self, name), numbers.Integral) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        region_edges(output_size(min(height, width), self.patch_size, self.stride), self.grid)
+
+    def _patch_count(self, images_shape):
+        """``n_patches`` as a count, checked against the available positions."""
+        n_images, height, width, _ = images_shape
+        available = n_images * (height - self.patch_size + 1) * (width - self.patch_size + 1)
+        if available < 2:
+            raise ValueError(f"filters need at least 2 patch positions, but n_samples={n_images} image(s) of "
+                             f"{height} x {width} have {available} for {self.patch_size} x {self.patch_size} "
+                             "patches; pass more images")
+        if isinstance(self.n_patches, numbers.Integral) and 2 <= self.n_patches:
+            return int(self.n_patches)
+        if isinstance(self.n_patches, numbers.Real) and 0 < self.n_patches <= 1:
+            return max(2, int(round(self.n_patches * available)))
+        raise ValueError(f"n_patches must be an integer >= 2 or a fraction in (0, 1], got {self.n_patches!r}")

@@ -1,8 +1,10 @@
-"""ZCA whitening of normalised patches (Algorithm 2, step 4)."""
+"""Patch normalisation and ZCA whitening (Algorithm 2, steps 3-4)."""
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .patches import normalize_patches
 
 
 class ZCAWhitener(TransformerMixin, BaseEstimator):
@@ -48,3 +50,66 @@ class ZCAWhitener(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return (X - self.mean_) @ self.whitening_
+
+
+class PatchWhitener(TransformerMixin, BaseEstimator):
+    """Per-patch normalisation and ZCA whitening of patches (Algorithm 2, steps 3-4).
+
+    ``transform`` maps raw patches ``p`` (rows of ``X``) to ``zca(normalize(p))``.
+
+    Parameters
+    ----------
+    eps : float >= 0, normalisation constant, see :func:`features.patches.normalize_patches`
+    normalize : bool, normalise each patch (False: use raw patches, e.g. for plain feature vectors)
+    zca : bool, ZCA-whiten the normalised patches
+    zca_eps : float >= 0, ZCA regulariser (:class:`ZCAWhitener` ``eps``)
+
+    Attributes
+    ----------
+    zca_ : fitted :class:`ZCAWhitener`, or None when ``zca=False``
+    n_features_in_ : int, patch dimension ``d``
+    """
+
+    def __init__(self, eps=0.01, normalize=True, zca=True, zca_eps=0.1):
+        self.eps = eps
+        self.normalize = normalize
+        self.zca = zca
+        self.zca_eps = zca_eps
+
+    def fit(self, X, y=None):
+        """Fit the whitening on raw patches ``X`` (P, d)."""
+        if self.eps < 0:
+            raise ValueError(f"normalisation eps must be >= 0, got {self.eps}")
+        X = validate_data(self, X, dtype=np.float64)
+        self.zca_ = ZCAWhitener(self.zca_eps).fit(self._normalized(X)) if self.zca else None
+        return self
+
+    def transform(self, X):
+        """Normalised (and whitened) patches (P, d) of raw patches ``X`` (P, d)."""
+        check_is_fitted(self, "n_features_in_")
+        X = self._normalized(validate_data(self, X, dtype=np.float64, reset=False))
+        return X if self.zca_ is None else self.zca_.transform(X)
+
+    def fold(self, filters, bias):
+        """Responses to filters in the whitened space as one affine map of normalised patches.
+
+        ``zca(q) u + b = (q - mean) W u + b = q (W u) + (b - mean W u)`` for a normalised patch ``q``.
+
+        Parameters
+        ----------
+        filters : (F, d) filters ``u`` in the whitened patch space; bias : (F,)
+
+        Returns
+        -------
+        weights (d, F) float64 and offset (F,) float64
+        """
+        check_is_fitted(self, "n_features_in_")
+        weights = np.asarray(filters, dtype=np.float64).T
+        offset = np.array(bias, dtype=np.float64)
+        if self.zca_ is not None:
+            weights = self.zca_.whitening_ @ weights
+            offset -= self.zca_.mean_ @ weights
+        return weights, offset
+
+    def _normalized(self, X):
+        return normalize_patches(X, self.eps) if self.normalize else X

@@ -27,6 +27,7 @@ DEFAULTS = {
         "size": 5,                  # side k of the k x k patches
         "count": 1000,              # number P of sampled patches (= filters before hull pruning)
         "eps": 0.01,                # per-patch normalisation, variance units of [0, 1] pixels
+        "normalize": True,          # normalise each patch (mean 0, variance 1 + eps)
         "zca": True,                # ZCA-whiten the patches
         "zca_eps": 0.1,             # ZCA regulariser, units of normalised-patch variance
     },

@@ -637,7 +637,7 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         classes, y_index = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError("L1OutputLayer needs samples of at least 2 classes; got 1 class "
-                             f"({classes[0]!r})")
+                             f"({classes[0]})")
         k = len(classes)
         Bs, self.mean_, self.scale_ = _standardize(B, self.standardize)
         Y = np.zeros((len(y_index), k))
@@ -672,7 +672,17 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         return self
 
     def decision_function(self, B):
-        """(n, K) scores ``((B - mean_) / scale_) coef_ + intercept_``."""
+        """Scores ``((B - mean_) / scale_) coef_ + intercept_``: (n, K), or (n,) for two classes
+        (the second class's score minus the first's, positive for ``classes_[1]``)."""
+        scores = self.class_scores(B)
+        return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
+
+    def predict(self, B):
+        scores = self.class_scores(B)
+        return self.classes_[np.argmax(scores, axis=1)]
+
+    def class_scores(self, B):
+        """(n, K) scores of every class."""
         check_is_fitted(self, "coef_")
         B = self._validate(B)
         out = np.empty((B.shape[0], self.coef_.shape[1]))
@@ -684,18 +694,13 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         out += self.intercept_
         return out
 
-    def predict(self, B):
-        scores = self.decision_function(B)
-        return self.classes_[np.argmax(scores, axis=1)]
-
     def objective(self, B, y):
         """``1/2 ||Y - scores||_F^2 + beta_ Omega(coef_)`` with ``Y`` one-hot.
 
         On the training data this is ``1/2 ||B_std W - Y_c||^2 + beta Omega(W)``, the problem fit
         solved (the intercept is the training class frequencies).
         """
-        check_is_fitted(self, "coef_")
-        scores = self.decision_function(B)
+        scores = self.class_scores(B)
         y = np.asarray(y)
         if y.shape != (scores.shape[0],):
             raise ValueError(f"y must have shape ({scores.shape[0]},), got {y.shape}")

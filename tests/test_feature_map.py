@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 
 from features.feature_map import conv_relu_pool, region_edges
-from features.patches import normalize_patches
-from features.whitening import ZCAWhitener
+from features.whitening import PatchWhitener
 
 
-def naive_features(images, filters, k, stride, eps, whitener, bias, pooling, grid):
-    """Per image, per position: normalise, whiten, dot, ReLU; then pool regions (float64)."""
+def naive_features(images, filters, k, stride, whitener, bias, pooling, grid):
+    """Per image, per position: normalise and whiten (``whitener``), dot, ReLU; then pool regions."""
     n, height, width, _ = images.shape
     out_h, out_w = (height - k) // stride + 1, (width - k) // stride + 1
     rows, cols = region_edges(out_h, grid), region_edges(out_w, grid)
@@ -20,9 +19,7 @@ def naive_features(images, filters, k, stride, eps, whitener, bias, pooling, gri
         for r in range(out_h):
             for c in range(out_w):
                 window = images[image, r * stride:r * stride + k, c * stride:c * stride + k]
-                patch = normalize_patches(window.transpose(2, 0, 1).reshape(1, -1) / 255.0, eps)
-                if whitener is not None:
-                    patch = whitener.transform(patch)
+                patch = whitener.transform(window.transpose(2, 0, 1).reshape(1, -1) / 255.0)
                 response[r, c] = np.maximum(patch @ filters.T + bias, 0)[0]
         region = 0
         for r0, r1 in zip(rows[:-1], rows[1:]):
@@ -33,17 +30,19 @@ def naive_features(images, filters, k, stride, eps, whitener, bias, pooling, gri
 
 
 @pytest.mark.parametrize("pooling", ["max", "sum", "mean"])
-@pytest.mark.parametrize("stride, grid, whiten", [(1, 2, True), (2, 3, False), (1, 1, True)])
-def test_matches_naive_loop(pooling, stride, grid, whiten):
+@pytest.mark.parametrize("stride, grid, zca, normalize", [(1, 2, True, True), (2, 3, False, True),
+                                                        (1, 1, True, False)])
+def test_matches_naive_loop(pooling, stride, grid, zca, normalize):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(5, 11, 10, 3), dtype=np.uint8)
     k, eps = 3, 0.01
     filters = rng.normal(size=(7, 27))
     bias = rng.normal(size=7) * 0.1
-    whitener = ZCAWhitener(0.1).fit(normalize_patches(rng.random((200, 27)), eps)) if whiten else None
-    expected = naive_features(images, filters, k, stride, eps, whitener, bias, pooling, grid)
-    got = conv_relu_pool(images, filters, patch_size=k, eps=eps, stride=stride, whitener=whitener,
-                         bias=bias, pooling=pooling, grid=grid)
+    whitener = PatchWhitener(eps, normalize=normalize, zca=zca, zca_eps=0.1).fit(rng.random((200, 27)))
+    expected = naive_features(images, filters, k, stride, whitener, bias, pooling, grid)
+    weights, offset = whitener.fold(filters, bias)
+    got = conv_relu_pool(images, weights, offset, patch_size=k, eps=eps, normalize=normalize, stride=stride,
+                         pooling=pooling, grid=grid)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5 * np.abs(expected).max())
 
@@ -51,11 +50,12 @@ def test_matches_naive_loop(pooling, stride, grid, whiten):
 def test_chunking_does_not_change_the_result_and_fills_a_given_array():
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(7, 8, 8, 1), dtype=np.uint8)
-    filters = rng.normal(size=(4, 9))
-    whole = conv_relu_pool(images, filters, patch_size=3, eps=0.01, memory_mb=100)
+    weights, offset = rng.normal(size=(9, 4)), np.zeros(4)
+    whole = conv_relu_pool(images, weights, offset, patch_size=3, eps=0.01, memory_mb=100)
     out = np.full((7, 16), np.nan, dtype=np.float32)
     chunks = []
-    conv_relu_pool(images, filters, patch_size=3, eps=0.01, memory_mb=1e-6, out=out, progress=chunks.append)
+    conv_relu_pool(images, weights, offset, patch_size=3, eps=0.01, memory_mb=1e-6, out=out,
+                   progress=chunks.append)
     assert chunks == [1] * 7
     np.testing.assert_array_equal(out, whole)
 
@@ -69,5 +69,14 @@ def test_region_edges_partition_the_axis():
 
 def test_unknown_pooling_is_rejected():
     with pytest.raises(ValueError, match="pooling"):
-        conv_relu_pool(np.zeros((1, 4, 4, 1), np.uint8), np.ones((1, 4)), patch_size=2, eps=0.1,
-                       pooling="median")
+        conv_relu_pool(np.zeros((1, 4, 4, 1), np.uint8), np.ones((4, 1)), np.zeros(1), patch_size=2,
+                       eps=0.1, pooling="median")
+
+
+def test_float_images_are_taken_as_intensities_and_uint8_images_are_scaled():
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, size=(3, 6, 6, 1), dtype=np.uint8)
+    weights, offset = rng.normal(size=(9, 5)), rng.normal(size=5)
+    as_uint8 = conv_relu_pool(images, weights, offset, patch_size=3, eps=0.01, normalize=False)
+    as_float = conv_relu_pool(images / 255.0, weights, offset, patch_size=3, eps=0.01, normalize=False)
+    np.testing.assert_allclose(as_uint8, as_float, rtol=1e-5, atol=1e-5)

@@ -21,6 +21,15 @@ def test_sampled_patches_are_windows_of_the_images_in_channel_first_order():
         assert np.round(patch * 255).astype(np.uint8).tobytes() in windows
 
 
+def test_patches_come_from_distinct_positions_and_cannot_outnumber_them():
+    images = random_images(n=2, height=5, width=4, channels=1)
+    every = sample_patches(images, 3, 2 * 3 * 2, np.random.default_rng(0))  # all 12 positions
+    windows = {images[n, r:r + 3, c:c + 3].tobytes() for n in range(2) for r in range(3) for c in range(2)}
+    assert {np.round(p * 255).astype(np.uint8).tobytes() for p in every} == windows
+    with pytest.raises(ValueError, match="cannot sample 13 distinct patches: the 2 images have only 12"):
+        sample_patches(images, 3, 13, np.random.default_rng(0))
+
+
 def test_patch_sampling_is_seeded():
     images = random_images()
     first = sample_patches(images, 3, 20, np.random.default_rng(7))

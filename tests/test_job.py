@@ -1,11 +1,22 @@
 """The whole job end to end on scikit-learn's digits, through the command line."""
 
+import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import run
+from pipeline.model_io import load_model
+
+REPO = Path(run.__file__).resolve().parent
 
 SMALL = ["patches.count=150", "patches.size=4", "output.beta=0.03", "output.tol=1e-3", "n_jobs=1"]
 
@@ -28,14 +39,15 @@ def test_digits_job_end_to_end(tmp_path, capsys):
     assert metrics["train_accuracy"] >= metrics["test_accuracy"] - 0.05
     assert metrics["n_filters"] + metrics["n_inside_hull"] == 150
     assert metrics["max_relative_gap"] <= 1e-8
-    assert set(metrics["stage_seconds"]) == {"data", "patches", "filters", "features", "output", "evaluate"}
+    assert set(metrics["stage_seconds"]) == {"data", "whitening", "filters", "features", "output",
+                                             "test_features", "evaluate"}
     assert metrics["peak_rss_mb"] > 0
     assert metrics["config"]["patches"]["count"] == 150
     assert np.sum(metrics["confusion_matrix"]) == 450
-    with np.load(tmp_path / "run" / "filters.npz") as filters:
-        assert filters["filters"].shape == (metrics["n_filters"], 16)
-    with np.load(tmp_path / "run" / "output_layer.npz") as layer:
-        assert layer["coef"].shape == (metrics["n_features"], 10)
+    model = load_model(tmp_path / "run")
+    assert model.features_.filter_bank_.filters_.shape == (metrics["n_filters"], 16)
+    assert model.output_layer_.coef_.shape == (metrics["n_features"], 10)
+    np.testing.assert_array_equal(model.classes_, metrics["classes"])
 
 
 def test_rerun_reuses_cached_stages_and_reruns_changed_ones(tmp_path, capsys):
@@ -49,14 +61,68 @@ def test_rerun_reuses_cached_stages_and_reruns_changed_ones(tmp_path, capsys):
     assert second["test_accuracy"] == first["test_accuracy"]
     assert train(tmp_path, "features.pooling=max") == 0
     cache = sorted(p.name.split("-")[0] for p in (tmp_path / "run" / "cache").iterdir())
-    assert cache == ["features", "features", "filters", "patches"]
+    assert cache == ["features", "features", "filters", "output", "output", "test_features", "test_features",
+                     "whitening"]
 
 
 def test_same_seed_gives_identical_filters_with_one_or_two_jobs(tmp_path):
     assert train(tmp_path, "n_jobs=1", out="one") == 0
     assert train(tmp_path, "n_jobs=2", "filters.batch_size=64", out="two") == 0
-    with np.load(tmp_path / "one" / "filters.npz") as one, np.load(tmp_path / "two" / "filters.npz") as two:
-        np.testing.assert_array_equal(one["filters"], two["filters"])
+    assert_same_model(tmp_path / "one", tmp_path / "two")
+
+
+def assert_same_model(run_a, run_b):
+    """Bit-identical model arrays, except the parameters that only say how to run (n_jobs, batch size)."""
+    with np.load(run_a / "model.npz") as a, np.load(run_b / "model.npz") as b:
+        arrays = [name for name in a.files if name != "__manifest_sha256__"]
+        assert sorted(arrays) == sorted(name for name in b.files if name != "__manifest_sha256__")
+        for name in arrays:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_a_job_killed_mid_stage_resumes_to_the_same_model(tmp_path):
+    killed = tmp_path / "killed"
+    argv = [sys.executable, "run.py", "train", "--out", str(killed)]
+    for override in SMALL:
+        argv += ["--set", override]
+    child = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not list(killed.glob("cache/features-*.npz")) and child.poll() is None:
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)  # in the output stage: features are cached, the model is not
+    assert child.wait() == -signal.SIGKILL
+    assert not (killed / "metrics.json").exists() and not (killed / "model.npz").exists()
+    stale = killed / "cache" / ".output-0123.npz.999.tmp"
+    stale.write_bytes(b"half a file")      # what a kill during a write leaves behind
+    assert train(tmp_path, out="killed") == 0
+    assert not stale.exists()
+    assert train(tmp_path, out="straight") == 0
+    assert_same_model(killed, tmp_path / "straight")
+    assert (json.loads((killed / "metrics.json").read_text())["confusion_matrix"]
+            == json.loads((tmp_path / "straight" / "metrics.json").read_text())["confusion_matrix"])
+
+
+def test_predict_writes_a_csv_for_an_image_folder_tree_and_refuses_other_sizes(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    assert train(tmp_path) == 0
+    digits = load_digits()
+    images = np.round(digits.images[-12:] * (255 / 16)).astype(np.uint8)
+    for i, (image, label) in enumerate(zip(images, digits.target[-12:])):
+        (tmp_path / "new" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "new" / str(label) / f"{i:02d}.png")
+    assert run.main(["predict", "--run", str(tmp_path / "run"), "--images", str(tmp_path / "new")]) == 0
+    with open(tmp_path / "run" / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    model = load_model(tmp_path / "run")
+    by_file = {Path(row["file"]).name: row for row in rows}
+    expected = model.predict(images)
+    assert [by_file[f"{i:02d}.png"]["predicted_class"] for i in range(12)] == list(expected)
+    assert np.mean(expected == digits.target[-12:].astype(str)) >= 0.75
+    Image.fromarray(np.zeros((9, 8), np.uint8)).save(tmp_path / "new" / "odd.png")
+    capsys.readouterr()
+    assert run.main(["predict", "--run", str(tmp_path / "run"), "--images", str(tmp_path / "new")]) == 2
+    assert "odd.png is 8x9 grayscale" in capsys.readouterr().err
+    assert run.main(["predict", "--run", str(tmp_path / "nothing"), "--images", str(tmp_path / "new")]) == 2
 
 
 def test_config_errors_exit_2_with_every_problem_and_write_nothing(tmp_path, capsys):

@@ -137,7 +137,9 @@ def test_arbitrary_labels_and_two_classes():
     model = L1OutputLayer(beta=0.05).fit(B, labels)
     np.testing.assert_array_equal(model.classes_, [-3, 7])
     assert model.coef_.shape == (50, 2) and model.intercept_.shape == (2,)
-    assert model.decision_function(B).shape == (200, 2)
+    scores = model.class_scores(B)
+    np.testing.assert_allclose(model.decision_function(B), scores[:, 1] - scores[:, 0])
+    np.testing.assert_array_equal(model.predict(B), np.where(model.decision_function(B) > 0, 7, -3))
     assert set(np.unique(model.predict(B))) <= {-3, 7}
     assert np.mean(model.predict(B) == labels) >= 0.9
     # with two one-hot columns the centred targets are opposite, and so are the columns of W

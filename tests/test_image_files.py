@@ -1,0 +1,175 @@
+"""Tests for data.image_files: images to classify are written to tmp_path with PIL."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data.core import DatasetError
+from data.image_files import IMAGE_SUFFIXES, list_image_files, read_images_for_prediction, write_predictions_csv
+
+RNG = np.random.default_rng(7)
+
+
+def _write(path, shape=(28, 28, 1), pixels=None):
+    """Write an image of (H, W, C) ``shape`` (random pixels unless given) to ``path``; return its pixels."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if pixels is None:
+        pixels = RNG.integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(path)
+    return pixels
+
+
+# ---------------------------------------------------------------- list_image_files
+
+
+def test_suffixes_include_common_formats():
+    assert {".png", ".jpg", ".jpeg"} <= set(IMAGE_SUFFIXES)
+
+
+def test_single_file(tmp_path):
+    _write(tmp_path / "digit.PNG")
+    assert list_image_files(tmp_path / "digit.PNG") == [tmp_path / "digit.PNG"]
+
+
+def test_flat_folder_sorted(tmp_path):
+    for name in ("b.png", "a.jpg", "c.JPEG"):
+        _write(tmp_path / name)
+    assert list_image_files(tmp_path) == [tmp_path / n for n in ("a.jpg", "b.png", "c.JPEG")]
+
+
+def test_image_folder_tree(tmp_path):
+    for name in ("dog/2.png", "cat/9.png", "cat/10.png", "dog/1.jpg", "top.png"):
+        _write(tmp_path / name)
+    assert list_image_files(tmp_path) == [
+        tmp_path / n for n in ("cat/10.png", "cat/9.png", "dog/1.jpg", "dog/2.png", "top.png")
+    ]
+
+
+def test_hidden_and_non_image_files_ignored(tmp_path):
+    _write(tmp_path / "keep.png")
+    _write(tmp_path / ".hidden.png")
+    _write(tmp_path / ".cache" / "inside.png")
+    _write(tmp_path / "cls" / ".ipynb_checkpoints" / "x.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "cls" / "labels.csv").write_text("a,b")
+    assert list_image_files(tmp_path) == [tmp_path / "keep.png"]
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(DatasetError, match=r"nowhere does not exist"):
+        list_image_files(tmp_path / "nowhere")
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    with pytest.raises(DatasetError, match=r"folder .*empty contains no image files \(accepted suffixes.*\.png"):
+        list_image_files(tmp_path / "empty")
+
+
+def test_wrong_suffix(tmp_path):
+    (tmp_path / "scores.txt").write_text("x")
+    with pytest.raises(DatasetError, match=r"scores\.txt is not an image file \(accepted suffixes.*\.jpg.*\.png"):
+        list_image_files(tmp_path / "scores.txt")
+
+
+# ---------------------------------------------------------------- read_images_for_prediction
+
+
+def test_png_pixels_round_trip_grayscale_and_rgb(tmp_path):
+    gray = [_write(tmp_path / "g" / f"{i}.png", (5, 4, 1)) for i in range(3)]
+    files, images = read_images_for_prediction(tmp_path / "g", (5, 4, 1))
+    assert files == [tmp_path / "g" / f"{i}.png" for i in range(3)]
+    assert images.dtype == np.uint8 and images.shape == (3, 5, 4, 1)
+    np.testing.assert_array_equal(images, np.stack(gray))
+
+    rgb = _write(tmp_path / "one.png", (6, 7, 3))
+    files, images = read_images_for_prediction(tmp_path / "one.png", (6, 7, 3))
+    assert files == [tmp_path / "one.png"] and images.shape == (1, 6, 7, 3)
+    np.testing.assert_array_equal(images[0], rgb)
+
+
+def test_jpeg_and_rgba_read_for_rgb_model(tmp_path):
+    _write(tmp_path / "photo.jpg", (8, 8, 3))
+    Image.fromarray(RNG.integers(0, 256, (8, 8, 4), dtype=np.uint8)).save(tmp_path / "alpha.png")
+    files, images = read_images_for_prediction(tmp_path, (8, 8, 3))
+    assert [f.name for f in files] == ["alpha.png", "photo.jpg"] and images.shape == (2, 8, 8, 3)
+
+
+def test_size_mismatch_names_file_and_sizes(tmp_path):
+    _write(tmp_path / "ok.png", (28, 28, 1))
+    _write(tmp_path / "big.png", (32, 30, 1))
+    with pytest.raises(DatasetError, match=r"big\.png is 30x32 grayscale") as err:
+        read_images_for_prediction(tmp_path, (28, 28, 1))
+    message = str(err.value)
+    assert "ok.png" not in message
+    assert "model input, 28x28 grayscale" in message
+    assert "Resize/convert the images to 28x28 grayscale" in message
+
+
+def test_rgb_file_for_grayscale_model(tmp_path):
+    _write(tmp_path / "color.png", (28, 28, 3))
+    with pytest.raises(DatasetError, match=r"color\.png is 28x28 RGB.*convert the images to 28x28 grayscale"):
+        read_images_for_prediction(tmp_path, (28, 28, 1))
+
+
+def test_grayscale_file_for_rgb_model(tmp_path):
+    _write(tmp_path / "gray.png", (32, 32, 1))
+    with pytest.raises(DatasetError, match=r"gray\.png is 32x32 grayscale.*convert the images to 32x32 RGB"):
+        read_images_for_prediction(tmp_path, (32, 32, 3))
+
+
+def test_several_mismatches_reported_with_count(tmp_path):
+    _write(tmp_path / "good.png", (28, 28, 1))
+    for i in range(8):
+        _write(tmp_path / f"bad{i}.png", (16, 16, 1))
+    with pytest.raises(DatasetError, match=r"^8 of 9 image\(s\) do not match") as err:
+        read_images_for_prediction(tmp_path, (28, 28, 1))
+    message = str(err.value)
+    assert all(f"bad{i}.png is 16x16 grayscale" in message for i in range(5))
+    assert not any(f"bad{i}.png" in message for i in range(5, 8))
+    assert "and 3 other file(s)" in message
+
+
+def test_corrupt_file_named(tmp_path):
+    _write(tmp_path / "fine.png", (28, 28, 1))
+    (tmp_path / "broken.png").write_bytes(RNG.integers(0, 256, 200, dtype=np.uint8).tobytes())
+    with pytest.raises(DatasetError, match=r"cannot read image .*broken\.png"):
+        read_images_for_prediction(tmp_path, (28, 28, 1))
+
+
+# ---------------------------------------------------------------- write_predictions_csv
+
+
+def test_predictions_csv_round_trip(tmp_path):
+    out = tmp_path / "out"
+    files = [tmp_path / "a,b.png", tmp_path / "plain.png", tmp_path / 'quote"d.png']
+    classes = np.array(["cat", "dog, small", "cat"])
+    scores = np.array([0.123456789, 1.0, 2.5e-7], dtype=np.float32)
+    write_predictions_csv(out / "predictions.csv", files, classes, scores)
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == ["file", "predicted_class", "score"]
+        rows = list(reader)
+    assert [r["file"] for r in rows] == [str(f) for f in files]
+    assert [r["predicted_class"] for r in rows] == ["cat", "dog, small", "cat"]
+    assert [r["score"] for r in rows] == ["0.123457", "1", "2.5e-07"]
+    assert [p.name for p in out.iterdir()] == ["predictions.csv"]
+
+
+def test_predictions_csv_overwrites_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "predictions.csv"
+    target.write_text("old")
+    write_predictions_csv(target, [tmp_path / "x.png"], ["cat"], [0.5])
+    assert target.read_text(encoding="utf-8") == "file,predicted_class,score\n" + f"{tmp_path / 'x.png'},cat,0.5\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]
+
+
+def test_predictions_csv_length_mismatch(tmp_path):
+    with pytest.raises(ValueError, match=r"differ in length: 2, 1, 1"):
+        write_predictions_csv(tmp_path / "p.csv", [tmp_path / "a.png", tmp_path / "b.png"], ["cat"], [0.5])
+    assert list(tmp_path.iterdir()) == []

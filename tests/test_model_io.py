@@ -1,0 +1,247 @@
+"""Tests of the safe model files (pipeline/model_io.py)."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator
+
+from features.whitening import ZCAWhitener
+from pipeline.model_io import ModelFileError, default_registry, load_model, read_manifest, save_model
+from pipeline.output_layer import L1OutputLayer
+
+
+class Stack(BaseEstimator):
+    """A test-local estimator with nested estimators and scalars of many types."""
+
+    def __init__(self, eps=0.25, sizes=(2, 3), limit=float("inf"), name="stack", base=None):
+        self.eps = eps
+        self.sizes = sizes
+        self.limit = limit
+        self.name = name
+        self.base = base
+
+    def fit(self, X, y=None):
+        self.whitener_ = ZCAWhitener(eps=self.eps).fit(X)
+        self.parts_ = [ZCAWhitener().fit(X[:, :3]), (ZCAWhitener().fit(X[:, 3:]), "right")]
+        self.shape_ = X.shape
+        self.n_seen_ = np.int64(len(X))
+        self.nan_ = np.float32(np.nan)
+        self.flag_ = np.bool_(True)
+        self.label_ = np.str_("abc")
+        self.note_ = None
+        self.ratio_ = 0.5
+        self.weights_ = np.arange(6, dtype=np.int16).reshape(2, 3)
+        self._private = object()  # not fitted state: never saved
+        return self
+
+
+STACK_REGISTRY = {"Stack": Stack, "ZCAWhitener": ZCAWhitener}
+
+
+def patches(seed=0):
+    return np.random.default_rng(seed).standard_normal((50, 6))
+
+
+def three_classes(seed=0):
+    """60 x 8 features, labels "cat"/"dog"/"eel" from a planted linear rule."""
+    rng = np.random.default_rng(seed)
+    B = rng.standard_normal((60, 8))
+    W = rng.standard_normal((8, 3))
+    return B, np.array(["cat", "dog", "eel"])[np.argmax(B @ W, axis=1)]
+
+
+@pytest.fixture
+def saved_whitener(tmp_path):
+    """(folder, fitted ZCAWhitener) saved there."""
+    whitener = ZCAWhitener(eps=0.25).fit(patches())
+    save_model(whitener, tmp_path)
+    return tmp_path, whitener
+
+
+def assert_same(restored, value, name):
+    """``restored`` equals ``value`` and has its type, recursively (estimators, lists, arrays)."""
+    assert type(restored) is type(value), name
+    if isinstance(value, BaseEstimator):
+        assert restored.get_params(deep=False).keys() == value.get_params(deep=False).keys()
+        for key, item in vars(value).items():
+            if key.startswith("_"):
+                assert not hasattr(restored, key), key
+            else:
+                assert_same(getattr(restored, key), item, f"{name}.{key}")
+    elif isinstance(value, (list, tuple)):
+        assert len(restored) == len(value), name
+        for i, (a, b) in enumerate(zip(restored, value)):
+            assert_same(a, b, f"{name}[{i}]")
+    elif isinstance(value, np.ndarray):
+        assert restored.dtype == value.dtype and np.array_equal(restored, value), name
+    elif not (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        assert restored == value, name
+
+
+def test_whitener_round_trip(saved_whitener):
+    folder, whitener = saved_whitener
+    loaded = load_model(folder)
+    assert_same(loaded, whitener, "model")
+    X = patches(seed=1)
+    assert np.array_equal(loaded.transform(X), whitener.transform(X))
+    assert loaded.eps == 0.25
+
+
+def test_output_layer_round_trip(tmp_path):
+    B, y = three_classes()
+    layer = L1OutputLayer().fit(B, y)
+    config = {"output": {"beta": 0.01}, "name": "digits"}
+    save_model(layer, tmp_path, config=config)
+    loaded = load_model(tmp_path)
+    assert_same(loaded, layer, "model")
+    assert isinstance(loaded.n_iter_, type(layer.n_iter_))
+    assert loaded.classes_.dtype.kind == "U"
+    B_test, _ = three_classes(seed=1)
+    assert np.array_equal(loaded.decision_function(B_test), layer.decision_function(B_test))
+    assert np.array_equal(loaded.predict(B_test), layer.predict(B_test))
+    manifest = read_manifest(tmp_path)
+    assert manifest["format"] == "convexrf-model" and manifest["format_version"] == 1
+    assert manifest["classes"] == ["cat", "dog", "eel"]
+    assert manifest["config"] == config
+    assert manifest["estimator"]["class"] == "L1OutputLayer"
+    assert manifest["arrays"]["coef_"]["shape"] == [8, 3]
+
+
+def test_nested_estimator_round_trip(tmp_path):
+    X = patches()
+    stack = Stack(base=ZCAWhitener(eps=0.5)).fit(X)
+    save_model(stack, tmp_path, registry=STACK_REGISTRY)
+    loaded = load_model(tmp_path, registry=STACK_REGISTRY)
+    assert_same(loaded, stack, "model")
+    assert loaded.sizes == (2, 3) and loaded.limit == float("inf")
+    assert type(loaded.base) is ZCAWhitener and loaded.base.eps == 0.5
+    assert loaded.shape_ == (50, 6) and type(loaded.shape_[0]) is int
+    assert isinstance(loaded.n_seen_, np.int64) and isinstance(loaded.nan_, np.float32)
+    assert np.isnan(loaded.nan_) and isinstance(loaded.flag_, np.bool_)
+    assert type(loaded.parts_) is list and type(loaded.parts_[1]) is tuple
+    right = loaded.parts_[1][0]
+    assert np.array_equal(right.transform(X[:, 3:]), stack.parts_[1][0].transform(X[:, 3:]))
+    assert np.array_equal(loaded.whitener_.transform(X), stack.whitener_.transform(X))
+    assert "whitener_/mean_" in read_manifest(tmp_path)["arrays"]
+
+
+def test_default_registry_has_the_convexrf_estimators():
+    registry = default_registry()
+    assert registry["ZCAWhitener"] is ZCAWhitener
+    assert registry["L1OutputLayer"] is L1OutputLayer
+
+
+def test_unsafe_values_are_refused_at_save(tmp_path):
+    whitener = ZCAWhitener().fit(patches())
+    whitener.extra_ = np.array([{"a": 1}], dtype=object)
+    with pytest.raises(ModelFileError, match="attribute 'extra_'.*object arrays cannot be saved safely"):
+        save_model(whitener, tmp_path / "a")
+    whitener.extra_ = {"a": 1}
+    with pytest.raises(ModelFileError, match="attribute 'extra_' of type dict"):
+        save_model(whitener, tmp_path / "b")
+    del whitener.extra_
+    whitener.eps = np.ones(2)
+    with pytest.raises(ModelFileError, match="parameter 'eps' of type ndarray"):
+        save_model(whitener, tmp_path / "c")
+    with pytest.raises(ModelFileError, match=r"class Stack is not in the model registry \(allowed: "):
+        save_model(Stack().fit(patches()), tmp_path / "d")
+    assert not any(tmp_path.iterdir())
+
+
+def _explode():  # pragma: no cover - a pickle that ran would call it
+    raise AssertionError("load_model unpickled data from the model file")
+
+
+class _Bomb:
+    def __reduce__(self):
+        return (_explode, ())
+
+
+def test_load_never_unpickles(saved_whitener):
+    folder, _ = saved_whitener
+    with np.load(folder / "model.npz") as archive:
+        entries = {name: archive[name] for name in archive.files}
+    entries["mean_"] = np.array([_Bomb()], dtype=object)
+    np.savez(folder / "model.npz", **entries)  # pickles the object array
+    with pytest.raises(ModelFileError, match="model.npz is truncated or corrupt: .*allow_pickle"):
+        load_model(folder)
+
+
+def test_hand_edited_manifest_is_refused(saved_whitener):
+    folder, _ = saved_whitener
+    path = folder / "model.json"
+    text = path.read_text()
+    assert text.count("0.25") == 1
+    path.write_text(text.replace("0.25", "0.5"))
+    message = re.escape(f"{path} was modified after the model was saved (checksum mismatch); re-save")
+    with pytest.raises(ModelFileError, match=message):
+        load_model(folder)
+    with pytest.raises(ModelFileError, match=message):
+        read_manifest(folder)
+
+
+def test_newer_format_version_is_refused(saved_whitener):
+    folder, _ = saved_whitener
+    path = folder / "model.json"
+    path.write_text(path.read_text().replace('"format_version": 1', '"format_version": 2'))
+    with pytest.raises(ModelFileError, match=re.escape(
+            "written by a newer convexrf (model format 2, this version reads up to 1): upgrade convexrf")):
+        load_model(folder)
+
+
+def test_malformed_or_foreign_manifest_is_refused(saved_whitener):
+    folder, _ = saved_whitener
+    path = folder / "model.json"
+    path.write_text('{"format": "convexrf-model", ')
+    with pytest.raises(ModelFileError, match="model.json is not valid JSON"):
+        load_model(folder)
+    path.write_text(json.dumps({"format": "something-else", "format_version": 1}))
+    with pytest.raises(ModelFileError, match='model.json is not a convexrf model manifest'):
+        load_model(folder)
+
+
+def test_truncated_npz_is_refused(saved_whitener):
+    folder, _ = saved_whitener
+    path = folder / "model.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="model.npz is truncated or corrupt"):
+        load_model(folder)
+
+
+def test_modified_array_is_refused(saved_whitener):
+    folder, _ = saved_whitener
+    path = folder / "model.npz"
+    with np.load(path) as archive:
+        entries = {name: archive[name] for name in archive.files}
+    entries["mean_"][0] += 1.0  # keeps the original __manifest_sha256__
+    np.savez(path, **entries)
+    with pytest.raises(ModelFileError, match=re.escape(
+            f"array 'mean_' in {path} is missing or does not match the manifest: the file is corrupted")):
+        load_model(folder)
+    entries["mean_"][0] -= 1.0
+    np.savez(path, **entries, extra_=np.zeros(2))
+    with pytest.raises(ModelFileError, match=r"arrays that the manifest does not list: \['extra_'\]"):
+        load_model(folder)
+
+
+def test_classes_outside_the_registry_are_refused(saved_whitener):
+    folder, _ = saved_whitener
+    with pytest.raises(ModelFileError, match=re.escape(
+            "estimator class 'ZCAWhitener', which is not allowed (allowed: ['L1OutputLayer'])")):
+        load_model(folder, registry={"L1OutputLayer": L1OutputLayer})
+    with pytest.raises(ModelFileError, match=re.escape("parameters it does not take: ['eps']")):
+        load_model(folder, registry={"ZCAWhitener": L1OutputLayer})
+
+
+def test_missing_files_are_named(saved_whitener, tmp_path):
+    missing = tmp_path / "no-such-run"
+    with pytest.raises(ModelFileError, match=re.escape(f"{missing / 'model.npz'} and ")):
+        load_model(missing)
+    folder, _ = saved_whitener
+    (folder / "model.json").unlink()
+    with pytest.raises(ModelFileError, match=re.escape(f"{folder / 'model.json'} not found; run `python "
+                                                       "run.py train`")):
+        read_manifest(folder)
