@@ -5,6 +5,7 @@
 """
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     # Imported here so that --help answers at once, without loading torch.
     from data import DatasetError
     from pipeline.config import ConfigError

@@ -72,43 +72,53 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
     scale = pixel_scale(images.dtype)
     if out is None:
         out = np.empty((n_images, n_filters * grid * grid), dtype=np.float32)
-    chunk = _chunk_size(rows[-1] * cols[-1], weights.shape[0] + n_filters, memory_mb)
+    n_positions = rows[-1] * cols[-1]
+    chunk = _chunk_size(n_positions, weights.shape[0], n_filters, memory_mb)
+    # one response buffer for all chunks: the GEMM writes into it (with the offset: addmm), no allocation
+    buffer = torch.empty((min(chunk, n_images) * n_positions, n_filters), dtype=torch.float32, device=device)
     with torch.inference_mode():
         for start in range(0, n_images, chunk):
             # a private copy: the input may be a read-only memory map, and is never written to
             batch = torch.from_numpy(np.array(images[start:start + chunk])).to(device)
             pixels = batch.permute(0, 3, 1, 2).to(torch.float32) * scale
-            responses = _responses(pixels, weights, offset, patch_size, stride, eps if normalize else None)
-            responses = responses.reshape(len(batch), rows[-1], cols[-1], n_filters)
+            patches = _patches(pixels, patch_size, stride, eps if normalize else None)
+            responses = buffer[:len(patches)]
+            torch.addmm(offset, patches, weights, out=responses).relu_()
+            responses = responses.view(len(batch), rows[-1], cols[-1], n_filters)
             out[start:start + len(batch)] = _pool(responses, rows, cols, pooling).cpu().numpy()
             if progress is not None:
                 progress(len(batch))
     return out
 
 
-def _chunk_size(n_positions, width, memory_mb):
-    """Images per chunk so that the float32 patch and response arrays fit ``memory_mb`` (x2 slack)."""
-    per_image = n_positions * width * 4 * 2
+def _chunk_size(n_positions, patch_dim, n_filters, memory_mb):
+    """Images per chunk so that one chunk's float32 responses and patches (x3) fit ``memory_mb``."""
+    per_image = n_positions * (n_filters + 3 * patch_dim) * 4
     return max(1, int(memory_mb * 2**20 // per_image))
 
 
-def _responses(pixels, weights, offset, patch_size, stride, eps):
-    """ReLU responses (n, L, F) of the patches of float images (n, C, H, W), normalised unless eps is None."""
+def _patches(pixels, patch_size, stride, eps):
+    """(n L, d) patches of float images (n, C, H, W), channel-first, normalised unless eps is None."""
     patches = functional.unfold(pixels, patch_size, stride=stride).transpose(1, 2)  # (n, L, d)
     if eps is not None:
         patches = patches - patches.mean(dim=2, keepdim=True)
         variance = patches.square().mean(dim=2, keepdim=True)
         patches = patches * torch.rsqrt(variance + eps)
-    return torch.relu_(torch.matmul(patches, weights).add_(offset))
+    return patches.reshape(-1, patches.shape[2])
 
 
 def _pool(responses, rows, cols, pooling):
-    """Pool (n, h, w, F) responses over the grid regions -> (n, F * regions), filter-major."""
-    reduce = {"max": lambda r: r.amax(dim=(1, 2)), "sum": lambda r: r.sum(dim=(1, 2)),
-              "mean": lambda r: r.mean(dim=(1, 2))}[pooling]
-    pooled = [reduce(responses[:, r0:r1, c0:c1])
-              for r0, r1 in zip(rows[:-1], rows[1:]) for c0, c1 in zip(cols[:-1], cols[1:])]
-    return torch.stack(pooled, dim=2).flatten(1)
+    """Pool (n, h, w, F) responses over the grid regions -> (n, F * regions), filter-major.
+
+    Separable: reduce the row bands first, then the column bands of the (n, grid, w, F) result.
+    """
+    reduce = (lambda r, dim: r.amax(dim=dim)) if pooling == "max" else (lambda r, dim: r.sum(dim=dim))
+    bands = torch.stack([reduce(responses[:, r0:r1], 1) for r0, r1 in zip(rows[:-1], rows[1:])], dim=1)
+    pooled = torch.stack([reduce(bands[:, :, c0:c1], 2) for c0, c1 in zip(cols[:-1], cols[1:])], dim=2)
+    if pooling == "mean":
+        counts = np.outer(np.diff(rows), np.diff(cols))[None, :, :, None]
+        pooled /= torch.as_tensor(counts, dtype=pooled.dtype, device=pooled.device)
+    return pooled.permute(0, 3, 1, 2).flatten(1)  # (n, F, grid, grid) -> filter-major
 
 
 class ConvReLUPool(TransformerMixin, BaseEstimator):

@@ -30,3 +30,21 @@ def parallel_backend(scheduler=None, scatter=None):
     finally:
         if client is not scheduler:
             client.close()
+
+
+def map_blocks(function, X, block_rows, n_jobs=1, scheduler=None):
+    """Yield ``(start, function(X[start:start + block_rows]))`` for consecutive row blocks, in order.
+
+    With ``n_jobs > 1`` or a ``scheduler`` the blocks are computed by joblib workers (locally or on
+    the Dask cluster), ``n_jobs`` blocks in flight at a time; the results do not depend on where a
+    block was computed when ``function`` treats rows independently.
+    """
+    starts = range(0, len(X), block_rows)
+    if n_jobs == 1 and scheduler is None:
+        for start in starts:
+            yield start, function(X[start:start + block_rows])
+        return
+    with parallel_backend(scheduler):
+        results = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(
+            joblib.delayed(function)(X[start:start + block_rows]) for start in starts)
+        yield from zip(starts, results)

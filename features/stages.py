@@ -1,7 +1,7 @@
 """How an estimator's ``fit`` hands its expensive steps to a runner that may cache them.
 
 ``fit(X, y, stages=...)`` of the composite estimators accepts any object with the two methods of
-:class:`Uncached`; the training job passes :class:`pipeline.cache.CachedStages`, which stores each
+:class:`Uncached`; the training job passes :class:`pipeline.stages.CachedStages`, which stores each
 result under a key of the stage's settings and the keys of the stages before it, so a re-run resumes.
 """
 

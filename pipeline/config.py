@@ -44,6 +44,10 @@ DEFAULTS = {
         "grid": 2,                  # pool over grid x grid regions (2: the four quadrants)
         "memory_mb": 32,            # budget of one chunk of the feature computation (MiB)
         "device": "cpu",            # torch device: cpu | cuda
+        "storage": "memory",        # memory | disk (OUT/cache/*.npy, streamed by the output layer)
+        "dtype": "float32",         # disk storage: float32 | float16
+        "n_jobs": 1,                # joblib workers computing blocks of 256 images (torch threads otherwise)
+        "scheduler": None,          # Dask scheduler address to compute the blocks on a cluster
     },
     "output": {
         "mode": "penalized",        # penalized (beta) | lasso (tau) | bpdn (sigma)
@@ -55,20 +59,26 @@ DEFAULTS = {
         "standardize": True,        # standardise features with training statistics
         "max_iter": 2000,
         "tol": 1.0e-4,              # SPGL1 relative duality gap per LASSO solve
+        "out_of_core": "working_set",  # disk features: working_set (certified) | stream (SPGL1 on the file)
+        "working_set": 4096,        # first working set of the out-of-core solve (features)
     },
 }
 
 # Types accepted for keys whose default is None (any numeric default also accepts int for float).
 NULLABLE_TYPES = {
     "data.root": (str,), "data.train_root": (str,), "data.test_root": (str,),
-    "data.n_train": (int,), "data.n_test": (int,), "filters.scheduler": (str,),
+    "data.n_train": (int,), "data.n_test": (int,), "filters.scheduler": (str,), "features.scheduler": (str,),
     "output.tau": (int, float), "output.sigma": (int, float),
 }
 
 CHOICES = {
     "data.name": ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder"),
     "features.pooling": ("max", "sum", "mean"),
+    "features.device": ("cpu", "cuda"),
+    "features.storage": ("memory", "disk"),
+    "features.dtype": ("float32", "float16"),
     "output.mode": ("penalized", "lasso", "bpdn"),
+    "output.out_of_core": ("working_set", "stream"),
 }
 
 
@@ -213,6 +223,8 @@ RANGES = {
     "features.stride": (lambda v: v >= 1, "must be at least 1"),
     "features.grid": (lambda v: v >= 1, "must be at least 1"),
     "features.memory_mb": (lambda v: v > 0, "must be positive"),
+    "features.n_jobs": (lambda v: v != 0, "must be a positive count or negative (joblib: -1 = all cores)"),
+    "output.working_set": (lambda v: v >= 1, "must be at least 1"),
     "output.beta": (lambda v: v >= 0, "must be >= 0"),
     "output.tau": (lambda v: v is None or v >= 0, "must be >= 0"),
     "output.sigma": (lambda v: v is None or v >= 0, "must be >= 0"),
@@ -228,10 +240,18 @@ def _range_problems(config, mistyped):
         problems.append("output.mode is lasso: set output.tau (the bound on the l1 norm)")
     if config["output"]["mode"] == "bpdn" and config["output"]["sigma"] is None:
         problems.append("output.mode is bpdn: set output.sigma (the bound on the residual norm)")
+    if config["features"]["device"] == "cuda" and not _cuda_available():
+        problems.append("features.device is cuda but torch finds no CUDA device here: use cpu")
     if config["data"]["name"] == "image_folder" and not (config["data"]["train_root"]
                                                          and config["data"]["test_root"]):
         problems.append("data.name is image_folder: set data.train_root and data.test_root")
     return problems
+
+
+def _cuda_available():
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _get(config, name):

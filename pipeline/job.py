@@ -4,7 +4,7 @@
          -> output layer (SPGL1) -> test features -> evaluation
 
 The model is the scikit-learn estimator :class:`pipeline.classifier.ConvexRFClassifier` built from the
-config; its ``fit`` runs the stages through :class:`pipeline.cache.CachedStages`, which caches each one in
+config; its ``fit`` runs the stages through :class:`pipeline.stages.CachedStages`, which caches each one in
 ``OUT/cache`` under a key of its settings and its inputs' keys, so a re-run (also after a kill) skips
 finished stages and a changed setting re-runs that stage and those after it.
 """
@@ -21,12 +21,13 @@ from features.extreme_points import ExtremePointFilters
 from features.feature_map import ConvReLUPool
 from features.whitening import PatchWhitener
 
-from .cache import CachedStages, remove_stale_temporaries, stage_key, write_text_atomic
+from .cache import remove_stale_temporaries, stage_key, write_text_atomic
 from .classifier import ConvexRFClassifier
 from .config import ConfigError, check_against_images
 from .evaluation import classification_metrics
 from .model_io import save_model
 from .output_layer import L1OutputLayer
+from .stages import CachedStages
 
 
 def train(config, out_dir, log=print):
@@ -45,7 +46,10 @@ def train(config, out_dir, log=print):
         raise ConfigError(problems)
     log(f"[data] {len(train_set)} training and {len(test_set)} test images of shape "
         f"{train_set.image_shape}, {len(train_set.classes)} classes")
-    stages = CachedStages(out_dir / "cache", stage_key(config["data"], seed), log)
+    feature_config = config["features"]
+    stages = CachedStages(out_dir / "cache", stage_key(config["data"], seed), log,
+                          storage=feature_config["storage"], dtype=feature_config["dtype"],
+                          n_jobs=feature_config["n_jobs"], scheduler=feature_config["scheduler"])
     stages.seconds["data"] = round(time.perf_counter() - start, 3)
 
     classes = np.asarray(train_set.classes)

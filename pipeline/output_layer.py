@@ -70,6 +70,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from spgl1 import oneprojector, spgl1
 
+from .feature_store import FeatureStore
+
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sk_validate_data
 except ImportError:  # pragma: no cover - older scikit-learn
@@ -286,7 +288,7 @@ def _spgl1(A, y, tau, sigma, x0, norms, tol, max_iter, verbose):
 
 
 def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, beta_max=None,
-             tol=1e-6, max_iter=2000, verbose=0):
+             tol=1e-6, max_iter=2000, verbose=0, x0=None):
     """Solve the output-layer problem on an operator ``A`` (``vec(W) -> vec(B W)``, row-major).
 
     Parameters
@@ -298,6 +300,8 @@ def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, 
     beta_max : optional precomputed ``Omega*(A^T vec(Y))``
     tol : SPGL1's optimality tolerance (relative duality gap; also ``bp_tol`` and ``ls_tol``)
     max_iter : SPGL1 iteration limit per solve
+    x0 : optional warm start, ``vec(W)`` (F K,); in penalised mode the root-find also starts at its
+        ``tau = Omega(W)``
 
     In penalised mode see the module docstring for the root-find and its stopping rule.
     """
@@ -332,7 +336,7 @@ def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, 
             raise ValueError("mode='lasso' needs tau >= 0")
         if tau == 0:  # spgl1 reads tau == 0 as "no LASSO constraint"
             return zero("tau == 0: W = 0")
-        x, r, lam, info = run(float(tau), 0.0, None)
+        x, r, lam, info = run(float(tau), 0.0, x0)
         return result(x, r, lam, info["niters"], 1, _lasso_solved(info, tol),
                       _EXIT_MESSAGES.get(info["stat"], str(info["stat"])))
 
@@ -341,7 +345,7 @@ def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, 
             raise ValueError("mode='bpdn' needs sigma >= 0")
         if sigma >= np.linalg.norm(y):
             return zero("sigma >= ||Y||: W = 0")
-        x, r, lam, info = run(0.0, float(sigma), None)
+        x, r, lam, info = run(0.0, float(sigma), x0)
         ok = info["stat"] in (_EXIT_ROOT_FOUND, _EXIT_BPSOL_FOUND, _EXIT_LEAST_SQUARES)
         message = _EXIT_MESSAGES.get(info["stat"], str(info["stat"]))
         if ok and np.linalg.norm(r) > sigma * (1 + 1e-4) + 1e-12:
@@ -361,7 +365,7 @@ def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, 
         ok = info["stat"] in (_EXIT_BPSOL_FOUND, _EXIT_LEAST_SQUARES)
         return result(x, r, lam, info["niters"], 1, ok,
                       _EXIT_MESSAGES.get(info["stat"], str(info["stat"])))
-    return _penalized(A, y, n_features, k, group, primal, beta, beta_max, tol, run, result)
+    return _penalized(A, y, n_features, k, group, primal, beta, beta_max, tol, run, result, x0)
 
 
 def _secant(p1, p2, beta, log=True):
@@ -406,12 +410,12 @@ def _quadratic_step(p1, p2, beta, tol):
     return float(t1 + roots[np.argmin(np.abs(roots - s_secant))] * dt)
 
 
-def _penalized(A, y, n_features, k, group, primal, beta, beta_max, tol, run, result):
+def _penalized(A, y, n_features, k, group, primal, beta, beta_max, tol, run, result, x0=None):
     """Root-find ``g(tau) = Omega*(B^T R(tau)) - beta = 0`` (g continuous, non-increasing in tau).
 
     Every LASSO solve runs at the full tolerance ``tol`` (looser solves far from the root were tried:
     their ``lambda`` is too inaccurate to bracket reliably and the saving was small) and is
-    warm-started from the previous solution.
+    warm-started from the previous solution, the first from ``x0`` at ``tau = Omega(x0)`` if given.
     """
     rtol = _beta_rtol(tol)
     # First guess: along the first piece of the path only the entry / row f* with the largest dual
@@ -429,13 +433,15 @@ def _penalized(A, y, n_features, k, group, primal, beta, beta_max, tol, run, res
     # The penalised optimum has 1/2||R||^2 + beta Omega(W) <= 1/2||Y||^2, so tau* <= this bound.
     tau_bound = float(y @ y) / (2.0 * beta)
     tau = min((beta_max - beta) / slope, 0.5 * tau_bound) if slope > 0 else 0.5 * tau_bound
+    x = None
+    if x0 is not None and 0 < primal(x0, 1) < tau_bound:
+        x, tau = np.asarray(x0, dtype=np.float64), primal(x0, 1)
 
     lo = (0.0, beta_max - beta, 0.5 * float(y @ y))  # (tau, g, v) with g > 0
     hi = None  # (tau, g, v) with g < 0
     prev = lo
     side = 0  # Illinois: which end was kept last (-1 lo, +1 hi)
     gs = []  # |g| of every solve, for the bisection safeguard
-    x = None
     best = None  # (solved, |g|, x, r, lam): closest to the root, preferring finished solves
     n_iter = n_unsolved = 0
     for n_solves in range(1, _MAX_OUTER + 1):
@@ -532,6 +538,22 @@ def _compressed_problem(B, Y):
     return factor, targets, offset
 
 
+def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, max_iter, verbose=0,
+                       x0=None):
+    """:func:`solve_l1` on in-memory features ``Bs`` (n, F) and targets ``Y`` (n, K), both centred.
+
+    With more samples than features it solves the exact F x F compressed problem
+    (:func:`_compressed_problem`, BPDN's ``sigma`` shifted to match); the returned ``R`` is then the
+    compressed residual. ``beta`` is absolute; ``beta_max`` is computed when None.
+    """
+    if Bs.shape[0] > Bs.shape[1]:
+        Bs, Y, offset = _compressed_problem(Bs, Y)
+        if sigma is not None:
+            sigma = np.sqrt(max(float(sigma) ** 2 - offset, 0.0))
+    return solve_l1(_stacked_operator(Bs, Y.shape[1]), Y, group=group, mode=mode, beta=beta, tau=tau,
+                    sigma=sigma, beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose, x0=x0)
+
+
 # ----------------------------------------------------------------------------------------------
 # Estimator
 
@@ -548,15 +570,18 @@ def _standardize(B, standardize):
     step = max(1, _BLOCK_ELEMENTS // max(1, B.shape[1]))
     for i in range(0, n, step):
         np.subtract(B[i:i + step], mean, out=Bs[i:i + step], dtype=np.float64)
-    if standardize:
-        std = np.sqrt(np.einsum("ij,ij->j", Bs, Bs) / n)
-        # zero (up to rounding) std -> 1, as scikit-learn's StandardScaler does
-        constant = std <= 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
-        scale = np.where(constant, 1.0, std)
-        Bs /= scale
-    else:
-        scale = np.ones(B.shape[1])
+    scale = _scale(np.sqrt(np.einsum("ij,ij->j", Bs, Bs) / n), mean, standardize)
+    Bs /= scale
     return Bs, mean, scale
+
+
+def _scale(std, mean, standardize):
+    """Per-feature divisors: the std (1 where it is zero up to rounding, as scikit-learn's StandardScaler
+    does) if ``standardize``, else ones."""
+    if not standardize:
+        return np.ones_like(std)
+    constant = std <= 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
+    return np.where(constant, 1.0, std)
 
 
 class L1OutputLayer(ClassifierMixin, BaseEstimator):
@@ -574,7 +599,13 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
     standardize : bool, scale features to unit training std (they are always centred)
     max_iter : int, SPGL1 iteration limit per solve
     tol : float, SPGL1 optimality tolerance (relative duality gap of each LASSO solve)
+    out_of_core : "working_set" | "stream", how features in a
+        :class:`pipeline.feature_store.FeatureStore` are fitted (see :mod:`pipeline.out_of_core`)
+    working_set : int, size of the first working set of the "working_set" strategy
     verbose : int, SPGL1 verbosity (0 silent)
+
+    ``fit``, ``decision_function`` and ``predict`` take an in-memory (n, F) array or a complete
+    :class:`pipeline.feature_store.FeatureStore`.
 
     Attributes
     ----------
@@ -582,11 +613,12 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
     beta_ (absolute penalty; the dual norm at the solution in "lasso"/"bpdn" modes),
     tau_ (``Omega(coef_)``), n_iter_ (SPGL1 iterations, all solves), beta_max_
     (``Omega*(B_std^T Y_c)``), dual_norm_ (``Omega*(B_std^T R)`` at the solution), n_solves_,
-    converged_, n_features_in_.
+    converged_, n_features_in_, n_rounds_ (working-set rounds; 1 in memory).
     """
 
     def __init__(self, mode="penalized", beta=0.01, tau=None, sigma=None, group=True,
-                 relative=True, standardize=True, max_iter=2000, tol=1e-6, verbose=0):
+                 relative=True, standardize=True, max_iter=2000, tol=1e-6, out_of_core="working_set",
+                 working_set=4096, verbose=0):
         self.mode = mode
         self.beta = beta
         self.tau = tau
@@ -596,6 +628,8 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         self.standardize = standardize
         self.max_iter = max_iter
         self.tol = tol
+        self.out_of_core = out_of_core
+        self.working_set = working_set
         self.verbose = verbose
 
     # -- validation ------------------------------------------------------------------------------
@@ -621,12 +655,30 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
             raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
 
     def _validate(self, B, y="no_validation", reset=False):
+        if isinstance(B, FeatureStore):
+            return self._validate_store(B, y, reset)
         # dense float32/float64 only (no copy for either), finite values (scikit-learn's messages:
         # "Input X contains NaN / infinity", "inconsistent numbers of samples", "requires y")
         kwargs = dict(y=y, dtype=(np.float64, np.float32), reset=reset)
         if _sk_validate_data is not None:
             return _sk_validate_data(self, B, **kwargs)
         return self._validate_data(B, **kwargs)  # pragma: no cover - scikit-learn < 1.6
+
+    def _validate_store(self, store, y, reset):
+        if not store.complete:
+            raise ValueError(f"the feature store {store.path} is incomplete: finish computing it first")
+        n_rows, n_features = store.shape
+        if reset:
+            self.n_features_in_ = n_features
+        elif n_features != self.n_features_in_:
+            raise ValueError(f"X has {n_features} features, but L1OutputLayer is expecting "
+                             f"{self.n_features_in_} features as input.")
+        if isinstance(y, str) and y == "no_validation":
+            return store
+        y = np.asarray(y)
+        if y.shape != (n_rows,):
+            raise ValueError(f"y must have shape ({n_rows},) like the feature store, got {y.shape}")
+        return store, y
 
     # -- fit / predict ---------------------------------------------------------------------------
 
@@ -638,26 +690,29 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         if len(classes) < 2:
             raise ValueError("L1OutputLayer needs samples of at least 2 classes; got 1 class "
                              f"({classes[0]})")
-        k = len(classes)
-        Bs, self.mean_, self.scale_ = _standardize(B, self.standardize)
-        Y = np.zeros((len(y_index), k))
+        Y = np.zeros((len(y_index), len(classes)))
         Y[np.arange(len(y_index)), y_index] = 1.0
         self.intercept_ = Y.mean(axis=0)
         Y -= self.intercept_
-        sigma = self.sigma
-        if Bs.shape[0] > Bs.shape[1]:  # more samples than features: solve on the F x F factor
-            Bs, Y, offset = _compressed_problem(Bs, Y)
-            if sigma is not None:
-                sigma = np.sqrt(max(float(sigma) ** 2 - offset, 0.0))
-        A = _stacked_operator(Bs, k)
-        _, dual, _ = _penalty(self.group, k)
-        self.beta_max_ = dual(A.rmatvec(Y.ravel()), 1)
-        beta_abs = None
-        if self.mode == "penalized":
-            beta_abs = float(self.beta) * self.beta_max_ if self.relative else float(self.beta)
-        res = solve_l1(A, Y, group=self.group, mode=self.mode, beta=beta_abs, tau=self.tau,
-                       sigma=sigma, beta_max=self.beta_max_, tol=float(self.tol),
-                       max_iter=self.max_iter, verbose=self.verbose)
+        settings = dict(group=self.group, mode=self.mode, tau=self.tau, sigma=self.sigma, tol=float(self.tol),
+                        max_iter=self.max_iter, verbose=self.verbose)
+        if isinstance(B, FeatureStore):
+            from .out_of_core import solve_out_of_core  # it builds on this module
+
+            self.mean_, self.scale_ = B.mean(), _scale(B.std(), B.mean(), self.standardize)
+            res, beta_abs, self.n_rounds_ = solve_out_of_core(
+                B, self.mean_, self.scale_, Y, strategy=self.out_of_core, working_set=self.working_set,
+                beta=self.beta, relative=self.relative, **settings)
+        else:
+            Bs, self.mean_, self.scale_ = _standardize(B, self.standardize)
+            _, dual, _ = _penalty(self.group, len(classes))
+            beta_max = dual((Bs.T @ Y).ravel(), 1)
+            beta_abs = None
+            if self.mode == "penalized":
+                beta_abs = float(self.beta) * beta_max if self.relative else float(self.beta)
+            res = solve_standardized(Bs, Y, beta=beta_abs, beta_max=beta_max, **settings)
+            self.n_rounds_ = 1
+        self.beta_max_ = res.beta_max
         if not res.converged:
             warnings.warn(f"L1OutputLayer ({self.mode}) did not converge: {res.message}",
                           ConvergenceWarning, stacklevel=2)
@@ -685,12 +740,14 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         """(n, K) scores of every class."""
         check_is_fitted(self, "coef_")
         B = self._validate(B)
-        out = np.empty((B.shape[0], self.coef_.shape[1]))
-        step = max(1, _BLOCK_ELEMENTS // max(1, B.shape[1]))
-        for i in range(0, B.shape[0], step):
-            block = np.subtract(B[i:i + step], self.mean_, dtype=np.float64)
+        blocks = (B.row_blocks(dtype=np.float64) if isinstance(B, FeatureStore) else
+                  ((i, B[i:i + step]) for step in [max(1, _BLOCK_ELEMENTS // max(1, B.shape[1]))]
+                   for i in range(0, B.shape[0], step)))
+        out = np.empty((len(B), self.coef_.shape[1]))
+        for start, rows in blocks:
+            block = np.subtract(rows, self.mean_, dtype=np.float64)
             block /= self.scale_
-            np.matmul(block, self.coef_, out=out[i:i + step])
+            np.matmul(block, self.coef_, out=out[start:start + len(block)])
         out += self.intercept_
         return out
 

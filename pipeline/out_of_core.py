@@ -1,0 +1,124 @@
+"""The output-layer problem on features stored on disk (:class:`pipeline.feature_store.FeatureStore`).
+
+Two ways, both solving the same problem as the in-memory path (standardised features, centred
+one-hot targets, the modes and norms of :mod:`pipeline.output_layer`):
+
+* ``"stream"``: SPGL1 on a :class:`StreamedOperator`, whose products read the file block by block and
+  standardise on the fly. Exact, but every SPGL1 iteration reads the whole file twice.
+* ``"working_set"``: solve in memory on a working set of features, then certify the solution on all
+  features with one streamed pass: ``W`` (zero outside the set) is optimal for the full problem iff
+  every feature outside the set has dual value ``Omega*_f(B_f^T R) <= lambda``, the dual norm reached
+  on the set (the optimality condition of every mode). Features that violate it join the set and the
+  solve is repeated, warm-started (each round adds at most the first set's size, the worst violators
+  first). The first set holds the features with the largest ``Omega*_f(B_f^T Y)``
+  (the ones that enter first along the regularisation path). Each round costs two passes over the
+  file (gather the set's columns, certify) instead of two per SPGL1 iteration.
+"""
+
+import logging
+
+import numpy as np
+from scipy.sparse.linalg import LinearOperator
+
+from .output_layer import SolveResult, _beta_rtol, _penalty, solve_l1, solve_standardized
+
+logger = logging.getLogger(__name__)
+STRATEGIES = ("working_set", "stream")
+_MAX_ROUNDS = 20
+
+
+class StreamedOperator(LinearOperator):
+    """``vec(W) -> vec(B_std W)`` (row-major, :func:`pipeline.output_layer._stacked_operator`'s layout)
+    over a feature store, ``B_std = (B - mean) / scale``, computed block by block in float64.
+
+    Shape ``(n K, F K)``. Never holds more than one block of ``B``.
+    """
+
+    def __init__(self, store, mean, scale, n_classes):
+        self.store, self.mean, self.scale, self.k = store, mean, scale, int(n_classes)
+        n_rows, n_features = store.shape
+        super().__init__(dtype=np.float64, shape=(n_rows * self.k, n_features * self.k))
+
+    def _matvec(self, w):
+        weights = np.reshape(w, (-1, self.k)) / self.scale[:, None]
+        out = np.empty((len(self.store), self.k))
+        for start, block in self.store.row_blocks(dtype=np.float64):
+            out[start:start + len(block)] = block @ weights
+        out -= self.mean @ weights
+        return out.ravel()
+
+    def _rmatvec(self, r):
+        residual = np.reshape(r, (-1, self.k))
+        gradient = np.zeros((len(self.mean), self.k))
+        for start, block in self.store.row_blocks(dtype=np.float64):
+            gradient += block.T @ residual[start:start + len(block)]
+        gradient -= np.outer(self.mean, residual.sum(axis=0))
+        return (gradient / self.scale[:, None]).ravel()
+
+
+def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mode, beta, relative, tau,
+                      sigma, tol, max_iter, verbose=0):
+    """Solve the output-layer problem on ``store`` (N, F) with centred targets ``Y`` (N, K).
+
+    ``working_set``: size of the first working set (``"working_set"`` strategy). Each round is logged
+    (``logging``, INFO) on this module's logger.
+    Returns ``(SolveResult with W of shape (F, K) and R in the original space, absolute beta or None,
+    rounds)``.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"out-of-core strategy must be one of {STRATEGIES}, got {strategy!r}")
+    operator = StreamedOperator(store, mean, scale, Y.shape[1])
+    gradient = np.reshape(operator.rmatvec(Y.ravel()), (-1, Y.shape[1]))
+    _, dual, _ = _penalty(group, Y.shape[1])
+    beta_max = dual(gradient.ravel(), 1)
+    beta_abs = (float(beta) * beta_max if relative else float(beta)) if mode == "penalized" else None
+    if strategy == "stream":
+        result = solve_l1(operator, Y, group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma,
+                          beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose)
+        return result, beta_abs, 1
+    return _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, working_set, group,
+                        mode, tau, sigma, tol, max_iter, verbose)
+
+
+def _row_duals(gradient, group):
+    """Per-feature dual values: row l2 norms (group norm) or row max-abs (l1)."""
+    if group:
+        return np.sqrt(np.einsum("ij,ij->i", gradient, gradient))
+    return np.abs(gradient).max(axis=1)
+
+
+def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, size, group, mode, tau,
+                 sigma, tol, max_iter, verbose):
+    n_features, k = gradient.shape
+    duals = _row_duals(gradient, group)
+    active = np.sort(np.argsort(-duals, kind="stable")[:min(size, n_features)])
+    x0, n_iter, n_solves = None, 0, 0
+    for rounds in range(1, _MAX_ROUNDS + 1):
+        columns = (store.columns(active) - mean[active]) / scale[active]
+        result = solve_standardized(columns, Y, group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma,
+                                    beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose, x0=x0)
+        n_iter, n_solves = n_iter + result.n_iter, n_solves + result.n_solves
+        residual = Y - columns @ result.W
+        duals = _row_duals(np.reshape(operator.rmatvec(residual.ravel()), (n_features, k)), group)
+        outside = duals.copy()
+        outside[active] = 0.0
+        limit = result.dual_norm * (1 + _beta_rtol(tol))
+        violators = np.flatnonzero(outside > limit)
+        logger.info("[output] working set round %d: %d features, %d outside violate the optimality "
+                    "condition (worst %.4f of the dual norm)", rounds, len(active), len(violators),
+                    outside.max(initial=0.0) / max(result.dual_norm, 1e-300))
+        if not len(violators):
+            break
+        if rounds == _MAX_ROUNDS:
+            break
+        new = violators[np.argsort(-outside[violators], kind="stable")[:size]]  # at most doubles
+        grown = np.union1d(active, new)
+        padded = np.zeros((len(grown), k))
+        padded[np.searchsorted(grown, active)] = result.W
+        active, x0 = grown, padded.ravel()
+    weights = np.zeros((n_features, k))
+    weights[active] = result.W
+    converged = result.converged and not len(violators)
+    message = result.message if not len(violators) else f"{len(violators)} features still violate after {rounds} rounds"
+    return SolveResult(weights, residual, result.tau, float(duals.max()), beta_max, n_iter, n_solves, converged,
+                       message), beta_abs, rounds
