@@ -2,6 +2,8 @@
 
     python run.py train --config configs/digits.yaml [--data-root DIR] [--out DIR] [--set key=value ...]
     python run.py predict --run OUT --images PATH [--csv FILE]
+    python run.py visualize --run OUT
+    python run.py report --run OUT [--run OUT2 ...]
 """
 
 import argparse
@@ -30,6 +32,12 @@ def parse_args(argv):
     predict.add_argument("--images", type=Path, required=True, help="image file or folder (searched recursively)")
     predict.add_argument("--csv", type=Path, default=None,
                          help="output CSV of file, predicted_class, score (default: RUN/predictions.csv)")
+    visualize = commands.add_parser("visualize", help="write OUT/filters.png and OUT/filters_by_class.png")
+    visualize.add_argument("--run", type=Path, required=True, help="run folder of `train`")
+    visualize.add_argument("--max-filters", type=int, default=400, help="filters in the montage (default 400)")
+    report = commands.add_parser("report", help="write OUT/report.html and OUT/report.md for one or more runs")
+    report.add_argument("--run", type=Path, action="append", required=True,
+                        help="run folder of `train` (repeat to compare runs; the report goes to the first)")
     return parser.parse_args(argv)
 
 
@@ -42,8 +50,9 @@ def main(argv=None):
     from pipeline.model_io import ModelFileError
 
     try:
-        {"train": train, "predict": predict}[args.command](args)
-    except (ConfigError, DatasetError, ModelFileError) as error:
+        commands = {"train": train, "predict": predict, "visualize": visualize, "report": report}
+        commands[args.command](args)
+    except (ConfigError, DatasetError, ModelFileError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -56,6 +65,20 @@ def train(args):
     config = load_config(args.config, args.overrides, data_root=args.data_root)
     out = args.out if args.out is not None else Path("runs") / args.config.stem
     train_job(config, out, log=lambda line: print(line, flush=True))
+
+
+def visualize(args):
+    from pipeline.visualize import save_filter_pictures
+
+    for path in save_filter_pictures(args.run, max_filters=args.max_filters):
+        print(f"wrote {path}")
+
+
+def report(args):
+    from pipeline.report import write_report
+
+    for path in write_report(args.run):
+        print(f"wrote {path}")
 
 
 def predict(args):

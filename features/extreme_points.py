@@ -26,11 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import validate_data
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from .filter_banks import FilterBankMixin
 from .parallel import parallel_backend
 from .simplex_qp import min_norm_point
 
@@ -146,7 +147,7 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
 
 
 
-class ExtremePointFilters(TransformerMixin, BaseEstimator):
+class ExtremePointFilters(FilterBankMixin, BaseEstimator):
     """The extreme-point filter bank of a patch matrix, as a scikit-learn transformer.
 
     ``fit`` computes the filter ``u_i`` of every patch against all the others
@@ -197,12 +198,6 @@ class ExtremePointFilters(TransformerMixin, BaseEstimator):
         self.max_relative_gap_ = solution.max_relative_gap
         self.n_rounds_ = solution.rounds
         return self
-
-    def transform(self, X):
-        """ReLU responses (n, F) of vectors ``X`` (n, d) to the filters."""
-        check_is_fitted(self, "filters_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        return np.maximum(X @ self.filters_.T + self.bias_, 0.0)
 
 
 def _most_aligned(patches, k, block_size):

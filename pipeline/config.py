@@ -32,6 +32,8 @@ DEFAULTS = {
         "zca_eps": 0.1,             # ZCA regulariser, units of normalised-patch variance
     },
     "filters": {
+        "method": "extreme_point",  # extreme_point | random_patches | kmeans | gaussian
+        "count": None,              # filters of the other methods (None: one per patch; kmeans: a tenth)
         "n_candidates": 256,        # initial working set of the simplex QP per patch
         "hull_tol": 1.0e-6,         # relative residual under which a patch is inside the hull
         "use_bias": False,          # add Lemma 7's bias b_i to each response
@@ -68,11 +70,13 @@ DEFAULTS = {
 NULLABLE_TYPES = {
     "data.root": (str,), "data.train_root": (str,), "data.test_root": (str,),
     "data.n_train": (int,), "data.n_test": (int,), "filters.scheduler": (str,), "features.scheduler": (str,),
+    "filters.count": (int,),
     "output.tau": (int, float), "output.sigma": (int, float),
 }
 
 CHOICES = {
     "data.name": ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder"),
+    "filters.method": ("extreme_point", "random_patches", "kmeans", "gaussian"),
     "features.pooling": ("max", "sum", "mean"),
     "features.device": ("cpu", "cuda"),
     "features.storage": ("memory", "disk"),
@@ -217,6 +221,7 @@ RANGES = {
     "patches.count": (lambda v: v >= 2, "must be at least 2"),
     "patches.eps": (lambda v: v >= 0, "must be >= 0"),
     "patches.zca_eps": (lambda v: v >= 0, "must be >= 0"),
+    "filters.count": (lambda v: v is None or v >= 1, "must be at least 1"),
     "filters.n_candidates": (lambda v: v >= 1, "must be at least 1"),
     "filters.hull_tol": (lambda v: v >= 0, "must be >= 0"),
     "filters.batch_size": (lambda v: v >= 1, "must be at least 1"),

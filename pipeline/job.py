@@ -19,6 +19,7 @@ import numpy as np
 from data import load_splits, stratified_subsample
 from features.extreme_points import ExtremePointFilters
 from features.feature_map import ConvReLUPool
+from features.filter_banks import GaussianFilters, KMeansFilters, RandomPatchFilters
 from features.whitening import PatchWhitener
 
 from .cache import remove_stale_temporaries, stage_key, write_text_atomic
@@ -55,8 +56,12 @@ def train(config, out_dir, log=print):
     classes = np.asarray(train_set.classes)
     model = build_model(config).fit(train_set.images, classes[train_set.labels], stages=stages)
     filter_bank, output_layer = model.features_.filter_bank_, model.output_layer_
-    log(f"[filters] {len(filter_bank.filters_)} filters; {filter_bank.n_inside_hull_} patches inside "
-        f"the hull dropped; worst relative optimality gap {filter_bank.max_relative_gap_:.2e}")
+    certificates = extreme_point_certificates(filter_bank)
+    summary = f"[filters] {len(filter_bank.filters_)} {config['filters']['method']} filters"
+    if certificates:
+        summary += (f"; {certificates['n_inside_hull']} patches inside the hull dropped; worst relative "
+                    f"optimality gap {certificates['max_relative_gap']:.2e}")
+    log(summary)
     train_features = stages.outputs["features"]
     test_features = stages.transform("test_features", model.features_, test_set.images, after="features")
     n_used = int(np.count_nonzero(np.any(output_layer.coef_ != 0, axis=1)))
@@ -72,10 +77,8 @@ def train(config, out_dir, log=print):
         "test_accuracy": test_metrics["accuracy"],
         "train_accuracy": train_metrics["accuracy"],
         "n_filters": len(filter_bank.filters_),
-        "n_patches": len(filter_bank.residual_norms_),
-        "n_inside_hull": int(filter_bank.n_inside_hull_),
-        "max_relative_gap": float(filter_bank.max_relative_gap_),
-        "certification_rounds": int(filter_bank.n_rounds_),
+        "filter_method": config["filters"]["method"],
+        **certificates,
         "n_features": int(train_features.shape[1]),
         "n_features_used": n_used,
         "beta": float(output_layer.beta_),
@@ -111,17 +114,36 @@ def load_data(data_config, seed):
 
 def build_model(config):
     """The :class:`ConvexRFClassifier` that a job config describes (one estimator per config section)."""
-    patches, filters, features = config["patches"], config["filters"], config["features"]
-    filter_bank = ExtremePointFilters(
-        n_candidates=filters["n_candidates"], hull_tol=filters["hull_tol"], use_bias=filters["use_bias"],
-        n_jobs=config["n_jobs"], batch_size=filters["batch_size"], scheduler=filters["scheduler"], verbose=1)
+    patches, features = config["patches"], config["features"]
     whitener = PatchWhitener(eps=patches["eps"], normalize=patches["normalize"], zca=patches["zca"],
                              zca_eps=patches["zca_eps"])
     feature_map = ConvReLUPool(
-        patch_size=patches["size"], n_patches=patches["count"], whitener=whitener, filter_bank=filter_bank,
+        patch_size=patches["size"], n_patches=patches["count"], whitener=whitener, filter_bank=build_filter_bank(config),
         stride=features["stride"], pooling=features["pooling"], grid=features["grid"],
         memory_mb=features["memory_mb"], device=features["device"], random_state=config["seed"], verbose=1)
     return ConvexRFClassifier(features=feature_map, output_layer=L1OutputLayer(**config["output"]))
+
+
+def extreme_point_certificates(filter_bank):
+    """Patch count, hull and certificate figures of extreme-point filters ({} for other banks)."""
+    if not isinstance(filter_bank, ExtremePointFilters):
+        return {}
+    return {"n_patches": len(filter_bank.residual_norms_), "n_inside_hull": int(filter_bank.n_inside_hull_),
+            "max_relative_gap": float(filter_bank.max_relative_gap_),
+            "certification_rounds": int(filter_bank.n_rounds_)}
+
+
+def build_filter_bank(config):
+    """The filter bank of ``filters.method``: extreme points, or one to compare them with."""
+    filters, seed = config["filters"], config["seed"]
+    method, count = filters["method"], filters["count"]
+    if method == "extreme_point":
+        return ExtremePointFilters(
+            n_candidates=filters["n_candidates"], hull_tol=filters["hull_tol"], use_bias=filters["use_bias"],
+            n_jobs=config["n_jobs"], batch_size=filters["batch_size"], scheduler=filters["scheduler"], verbose=1)
+    if method == "kmeans":
+        return KMeansFilters(n_filters=count, random_state=seed)
+    return {"random_patches": RandomPatchFilters, "gaussian": GaussianFilters}[method](count, random_state=seed)
 
 
 def peak_rss_mb():

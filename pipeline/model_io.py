@@ -45,11 +45,13 @@ def default_registry():
     """``{class name: class}`` of the convexrf estimators that model files may contain."""
     from features.extreme_points import ExtremePointFilters
     from features.feature_map import ConvReLUPool
+    from features.filter_banks import GaussianFilters, KMeansFilters, RandomPatchFilters
     from features.whitening import PatchWhitener, ZCAWhitener
     from pipeline.classifier import ConvexRFClassifier
     from pipeline.output_layer import L1OutputLayer
 
-    classes = (ZCAWhitener, PatchWhitener, ExtremePointFilters, ConvReLUPool, L1OutputLayer, ConvexRFClassifier)
+    classes = (ZCAWhitener, PatchWhitener, ExtremePointFilters, RandomPatchFilters, KMeansFilters, GaussianFilters,
+               ConvReLUPool, L1OutputLayer, ConvexRFClassifier)
     return {cls.__name__: cls for cls in classes}
 
 

@@ -104,8 +104,11 @@ class CachedStages:
             return store
         self.cache.folder.mkdir(parents=True, exist_ok=True)
         with tqdm(total=len(X), desc=name, unit="img", disable=None) as bar:
+            report = _ProgressLog(name, len(X), self.log)
+
             def progress(rows):
                 bar.update(rows - bar.n)
+                report(rows)
 
             return store.fill(estimator.transform, X, dtype=self.storage["dtype"], block_rows=BLOCK_ROWS,
                               n_jobs=self.n_jobs, scheduler=self.scheduler, progress=progress)
@@ -121,6 +124,26 @@ class CachedStages:
         yield
         self.seconds[name] = round(time.perf_counter() - start, 3)
         self.log(f"[{name}] done in {self.seconds[name]:.1f} s")
+
+
+class _ProgressLog:
+    """Logs ``[stage] done/total images, rate, time left`` at most once a minute (for log files)."""
+
+    def __init__(self, name, total, log, every_seconds=60.0):
+        self.name, self.total, self.log, self.every = name, total, log, every_seconds
+        self.start = self.last = time.monotonic()
+        self.first_rows = None
+
+    def __call__(self, rows):
+        now = time.monotonic()
+        if self.first_rows is None:
+            self.first_rows = rows  # resumed rows do not count towards the rate
+        if now - self.last < self.every and rows < self.total:
+            return
+        self.last = now
+        rate = (rows - self.first_rows) / max(now - self.start, 1e-9)
+        left = (self.total - rows) / rate / 60 if rate > 0 else float("nan")
+        self.log(f"[{self.name}] {rows}/{self.total} images, {rate:.1f} images/s, {left:.1f} min left")
 
 
 def _settings(estimator):

@@ -69,3 +69,12 @@ def test_checks_against_the_images():
     assert "exceeds the 98 distinct patch positions" in check_against_images(config, (8, 8, 1), 2)[0]
     config = load_config(None, ["patches.size=5", "features.grid=5"])
     assert "finer than the response map" in check_against_images(config, (8, 8, 1), 10)[0]
+
+
+def test_cuda_without_a_gpu_is_refused_before_any_work():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the cuda config is valid here")
+    with pytest.raises(ConfigError, match="features.device is cuda but torch finds no CUDA device"):
+        load_config(overrides=["features.device=cuda"])

@@ -12,6 +12,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from features.extreme_points import ExtremePointFilters
 from features.feature_map import ConvReLUPool
+from features.filter_banks import GaussianFilters, KMeansFilters, RandomPatchFilters
 from features.whitening import PatchWhitener
 from pipeline.classifier import ConvexRFClassifier
 from pipeline.model_io import ModelFileError, load_model, save_model
@@ -161,3 +162,19 @@ def test_model_file_round_trip_and_a_hand_edited_manifest(tmp_path):
     manifest.write_text(manifest.read_text().replace('"value": 0.05', '"value": 0.5', 1))
     with pytest.raises(ModelFileError, match="model.json was modified after the model was saved"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("bank", [RandomPatchFilters(n_filters=30, random_state=0),
+                                  KMeansFilters(n_filters=12, random_state=0), GaussianFilters(random_state=0)],
+                         ids=lambda b: type(b).__name__)
+def test_other_filter_banks_pass_the_checks_and_give_unit_filters(bank):
+    assert failed_checks(clone(bank).set_params(n_filters=None)) == []
+    patches = np.random.default_rng(0).normal(size=(60, 9))
+    fitted = clone(bank).fit(patches)
+    expected = {"RandomPatchFilters": 30, "KMeansFilters": 12, "GaussianFilters": 60}[type(bank).__name__]
+    assert fitted.filters_.shape == (expected, 9)
+    np.testing.assert_allclose(np.linalg.norm(fitted.filters_, axis=1), 1.0)
+    np.testing.assert_array_equal(fitted.transform(patches), np.maximum(patches @ fitted.filters_.T, 0))
+    if isinstance(bank, RandomPatchFilters):  # the filters are patches, scaled
+        unit = patches / np.linalg.norm(patches, axis=1, keepdims=True)
+        assert all(np.isclose(unit @ f, 1.0).any() for f in fitted.filters_)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from features.feature_map import conv_relu_pool, region_edges
 from features.whitening import PatchWhitener
@@ -80,3 +81,44 @@ def test_float_images_are_taken_as_intensities_and_uint8_images_are_scaled():
     as_uint8 = conv_relu_pool(images, weights, offset, patch_size=3, eps=0.01, normalize=False)
     as_float = conv_relu_pool(images / 255.0, weights, offset, patch_size=3, eps=0.01, normalize=False)
     np.testing.assert_allclose(as_uint8, as_float, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_images, memory_mb", [(7, 0.06), (1, 0.06), (1, 100)])  # 0.06: 2 per chunk
+def test_chunks_that_do_not_divide_the_images_and_a_single_image(n_images, memory_mb):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(n_images, 9, 9, 3), dtype=np.uint8)
+    weights, offset = rng.normal(size=(27, 40)), rng.normal(size=40)
+    chunks = []
+    got = conv_relu_pool(images, weights, offset, patch_size=3, eps=0.01, memory_mb=memory_mb,
+                         progress=chunks.append)
+    assert sum(chunks) == n_images and (memory_mb == 100 or len(chunks) > 1 or n_images == 1)
+    one_by_one = np.vstack([conv_relu_pool(images[i:i + 1], weights, offset, patch_size=3, eps=0.01)
+                            for i in range(n_images)])
+    np.testing.assert_array_equal(got, one_by_one)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the cpu path is tested instead")
+def test_cuda_features_match_the_cpu_features():
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, size=(6, 12, 12, 3), dtype=np.uint8)
+    weights, offset = rng.normal(size=(27, 64)), rng.normal(size=64)
+    cpu = conv_relu_pool(images, weights, offset, patch_size=3, eps=0.01)
+    cuda = conv_relu_pool(images, weights, offset, patch_size=3, eps=0.01, device="cuda")
+    np.testing.assert_allclose(cuda, cpu, rtol=1e-4, atol=1e-4 * np.abs(cpu).max())
+
+
+def test_features_on_a_dask_cluster_are_identical_to_the_local_ones(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    from features.feature_map import ConvReLUPool
+    from pipeline.feature_store import FeatureStore
+
+    images = np.random.default_rng(5).integers(0, 256, size=(30, 10, 10, 3), dtype=np.uint8)
+    model = ConvReLUPool(patch_size=3, n_patches=60, random_state=0).fit(images)
+    local = model.transform(images)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        with distributed.get_task_stream(client) as tasks:
+            store = FeatureStore(tmp_path / "features.npy").fill(model.transform, images, block_rows=7,
+                                                                scheduler=client)
+        assert len(tasks.data) >= 5  # five blocks of images went to the cluster
+    np.testing.assert_array_equal(np.load(store.path), local)

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,3 +141,56 @@ def test_missing_dataset_exits_2_naming_the_expected_files(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "train-images-idx3-ubyte" in error
     assert not (tmp_path / "run").exists()
+
+
+def test_features_on_disk_give_the_model_of_the_in_memory_run(tmp_path):
+    assert train(tmp_path, out="memory") == 0
+    assert train(tmp_path, "features.storage=disk", "features.dtype=float16", "output.working_set=64",
+                 out="disk") == 0
+    stores = sorted(p.name.split("-")[0] for p in (tmp_path / "disk" / "cache").glob("*.npy"))
+    assert stores == ["features", "test_features"]
+    memory, disk = (json.loads((tmp_path / run_dir / "metrics.json").read_text()) for run_dir in ("memory", "disk"))
+    assert disk["n_features"] == memory["n_features"]
+    assert disk["test_accuracy"] == pytest.approx(memory["test_accuracy"], abs=0.01)
+    assert disk["beta_max"] == pytest.approx(memory["beta_max"], rel=1e-3)  # float16 features
+
+
+@pytest.mark.parametrize("method", ["random_patches", "kmeans", "gaussian"])
+def test_other_filter_methods_train_from_the_config(tmp_path, method):
+    assert train(tmp_path, f"filters.method={method}", "filters.count=60") == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_filters"] == 60 and metrics["filter_method"] == method
+    assert metrics["test_accuracy"] > 0.8
+    assert "n_inside_hull" not in metrics
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_visualize_and_report_write_pictures_and_pages_that_render(tmp_path):
+    assert train(tmp_path, "patches.count=60", out="small") == 0
+    assert train(tmp_path) == 0
+    assert run.main(["visualize", "--run", str(tmp_path / "run")]) == 0
+    for name in ("filters.png", "filters_by_class.png"):
+        assert Image.open(tmp_path / "run" / name).size[0] > 100
+    assert run.main(["report", "--run", str(tmp_path / "run"), "--run", str(tmp_path / "small")]) == 0
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert f"| run | digits | {metrics['n_filters']} extreme_point |" in markdown
+    assert "| small | digits | " in markdown and "accuracy_vs_filters.png" in markdown
+    page = (tmp_path / "run" / "report.html").read_text()
+    for image in ("confusion_0.png", "confusion_1.png", "accuracy_vs_filters.png", "filters.png"):
+        assert f'src="{image}"' in page and (tmp_path / "run" / image).is_file()
+    if CHROMIUM is None:
+        pytest.skip("no chromium here to render the report (apt-get install chromium)")
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=5000", "--dump-dom",
+                          (tmp_path / "run" / "report.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert '<body data-images="ok">' in dom  # every picture loaded (the page's own check)
+
+
+def test_report_of_a_folder_without_a_finished_run_exits_2(tmp_path, capsys):
+    assert run.main(["report", "--run", str(tmp_path)]) == 2
+    assert "metrics.json not found" in capsys.readouterr().err

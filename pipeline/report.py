@@ -1,0 +1,181 @@
+"""Accuracy reports of finished runs (``python run.py report --run OUT [--run OUT2 ...]``).
+
+Writes ``report.html`` and ``report.md`` (same content) into the first run folder, with the pictures
+next to them: a side-by-side table of all runs (the paper's Table 1 style, with the paper's Convex-RF
+figures for MNIST and CIFAR-10), accuracy against the number of filters, and per run the test/train
+accuracy, per-class accuracy with the output layer's sparsity (non-zero features per class), the
+confusion matrix, the stage timings and memory, the config, and the filter pictures of
+``run.py visualize`` where they exist.
+"""
+
+import html
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from .model_io import load_model  # noqa: E402
+
+# Convex-RF test accuracy in Ergen and Pilanci (JMLR 2021), 40,000 filters (method.md).
+PAPER = {"mnist": 0.9772, "cifar10": 0.8028}
+
+# The page reports images that fail to load, in a banner and in <body data-images="...">.
+_IMAGE_CHECK = """<script>
+window.addEventListener("load", () => {
+  const broken = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src);
+  document.body.dataset.images = broken.length ? "broken" : "ok";
+  if (broken.length) {
+    const note = document.createElement("p");
+    note.className = "warning";
+    note.textContent = "Pictures missing: " + broken.join(", ");
+    document.body.prepend(note);
+  }
+});
+</script>"""
+_STYLE = ("body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse;"
+          "margin:1em 0}td,th{border:1px solid #bbb;padding:.25em .6em;text-align:right}"
+          "th:first-child,td:first-child{text-align:left}img{max-width:100%}.warning{color:#b00}")
+
+
+class RunSummary:
+    """What a report shows of one run folder: ``metrics.json`` and the saved model."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        metrics_path = self.folder / "metrics.json"
+        if not metrics_path.is_file():
+            raise FileNotFoundError(f"{metrics_path} not found: {self.folder} is not a finished run "
+                                    "(run `python run.py train --out FOLDER` first)")
+        self.metrics = json.loads(metrics_path.read_text())
+        coef = load_model(self.folder).output_layer_.coef_
+        self.used_per_class = np.count_nonzero(coef, axis=0)
+
+    @property
+    def name(self):
+        return self.folder.name
+
+    @property
+    def dataset(self):
+        data = self.metrics["config"]["data"]
+        return "cifar10" if "cifar10" in f"{data['name']} {data['train_root']}" else data["name"]
+
+    @property
+    def seconds(self):
+        return sum(self.metrics["stage_seconds"].values())
+
+
+def write_report(runs, out=None):
+    """Write ``report.html`` and ``report.md`` for the run folders ``runs`` into ``out`` (default: the first)."""
+    summaries = [RunSummary(run) for run in runs]
+    out = Path(out or summaries[0].folder)
+    blocks = [("h1", "Convex-RF accuracy report"), ("h2", "Runs side by side"), ("table", _overview(summaries))]
+    if len(summaries) > 1:
+        blocks += [("h2", "Accuracy against the number of filters"),
+                   ("img", _accuracy_plot(summaries, out / "accuracy_vs_filters.png"))]
+    for index, run in enumerate(summaries):
+        blocks += _run_blocks(run, out / f"confusion_{index}.png")
+        pictures = [run.folder / name for name in ("filters.png", "filters_by_class.png")]
+        if all(path.is_file() for path in pictures):  # from `run.py visualize`
+            blocks += [("h3", "Filters")] + [("img", os.path.relpath(path, out)) for path in pictures]
+    (out / "report.md").write_text(_markdown(blocks))
+    (out / "report.html").write_text(_html(blocks))
+    return out / "report.html", out / "report.md"
+
+
+def _overview(summaries):
+    header = ["run", "data", "filters", "features used", "test accuracy", "train accuracy", "time (s)",
+              "peak memory (MB)"]
+    rows = [[s.name, s.dataset, f"{s.metrics['n_filters']} {s.metrics.get('filter_method', 'extreme_point')}",
+             f"{s.metrics['n_features_used']} / {s.metrics['n_features']}", f"{s.metrics['test_accuracy']:.4f}",
+             f"{s.metrics['train_accuracy']:.4f}", f"{s.seconds:.0f}", f"{s.metrics['peak_rss_mb']:.0f}"]
+            for s in summaries]
+    rows += [[f"paper, Convex-RF (Ergen and Pilanci 2021)", dataset, "40000 extreme_point", "", f"{PAPER[dataset]:.4f}",
+              "", "", ""] for dataset in sorted({s.dataset for s in summaries} & set(PAPER))]
+    return header, rows
+
+
+def _accuracy_plot(summaries, path):
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for dataset in sorted({s.dataset for s in summaries}):
+        chosen = sorted((s.metrics["n_filters"], s.metrics["test_accuracy"]) for s in summaries if s.dataset == dataset)
+        axis.plot(*zip(*chosen), marker="o", label=dataset)
+    axis.set_xscale("log")
+    axis.set_xlabel("filters")
+    axis.set_ylabel("test accuracy")
+    axis.legend()
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return path.name
+
+
+def _confusion_plot(run, path):
+    confusion = np.asarray(run.metrics["confusion_matrix"])
+    classes = run.metrics["classes"]
+    figure, axis = plt.subplots(figsize=(1 + 0.5 * len(classes), 0.8 + 0.5 * len(classes)))
+    axis.imshow(confusion, cmap="Blues")
+    for (r, c), count in np.ndenumerate(confusion):
+        axis.text(c, r, str(count), ha="center", va="center", fontsize=7,
+                  color="white" if count > confusion.max() / 2 else "black")
+    axis.set_xticks(range(len(classes)), classes, rotation=90)
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return path.name
+
+
+def _run_blocks(run, confusion_path):
+    metrics = run.metrics
+    per_class = (["class", "test accuracy", "non-zero features"],
+                 [[name, f"{accuracy:.4f}", str(used)] for (name, accuracy), used
+                  in zip(metrics["per_class_accuracy"].items(), run.used_per_class)])
+    stages = (["stage", "seconds"], [[stage, f"{seconds:.1f}"] for stage, seconds in metrics["stage_seconds"].items()])
+    return [("h2", f"Run {run.name}"),
+            ("p", f"test accuracy {metrics['test_accuracy']:.4f}, train accuracy {metrics['train_accuracy']:.4f}; "
+                  f"{metrics['n_filters']} filters, {metrics['n_features_used']} of {metrics['n_features']} features "
+                  f"used; peak memory {metrics['peak_rss_mb']:.0f} MB; folder {run.folder}"),
+            ("h3", "Per class"), ("table", per_class),
+            ("h3", "Confusion matrix (test set)"), ("img", _confusion_plot(run, confusion_path)),
+            ("h3", "Stages"), ("table", stages),
+            ("h3", "Config"), ("pre", yaml.safe_dump(metrics["config"], sort_keys=False))]
+
+
+def _markdown(blocks):
+    lines = []
+    for kind, content in blocks:
+        if kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(kind[1]) + " " + content, ""]
+        elif kind == "p":
+            lines += [content, ""]
+        elif kind == "img":
+            lines += [f"![{content}]({content})", ""]
+        elif kind == "pre":
+            lines += ["```yaml", content.rstrip(), "```", ""]
+        else:
+            header, rows = content
+            lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    return "\n".join(lines)
+
+
+def _html(blocks):
+    parts = []
+    for kind, content in blocks:
+        if kind in ("h1", "h2", "h3", "p", "pre"):
+            parts.append(f"<{kind}>{html.escape(content)}</{kind}>")
+        elif kind == "img":
+            parts.append(f'<img src="{html.escape(content)}" alt="{html.escape(content)}">')
+        else:
+            header, rows = content
+            cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+            parts.append(f"<table><tr>{cells}</tr>{body}</table>")
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Convex-RF report</title>'
+            f"<style>{_STYLE}</style>{_IMAGE_CHECK}</head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n")

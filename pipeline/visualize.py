@@ -1,0 +1,82 @@
+"""Pictures of a trained model's filters (``python run.py visualize --run OUT``).
+
+Filters live in the whitened patch space; for display each one is mapped back to pixel space with the
+ZCA colouring matrix (``V (D + eps)^(1/2) V^T``, the inverse of the whitening) and shown as a ``k x k``
+patch (colour for RGB images, like the paper's Figure 13), scaled to the full grey/colour range.
+"""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .model_io import load_model  # noqa: E402
+
+
+def filter_images(model):
+    """The filters as images (F, k, k, C) in [0, 1]."""
+    features = model.features_
+    filters = features.filter_bank_.filters_
+    zca = features.whitener_.zca_
+    if zca is not None:
+        filters = filters @ zca.colouring_
+    k, channels = features.patch_size, features.image_shape_[2]
+    patches = filters.reshape(len(filters), channels, k, k).transpose(0, 2, 3, 1)
+    low = patches.min(axis=(1, 2, 3), keepdims=True)
+    span = patches.max(axis=(1, 2, 3), keepdims=True) - low
+    return (patches - low) / np.where(span > 0, span, 1.0)
+
+
+def filter_importance(model):
+    """(F, K): the sum over pooling regions of ``|coef|`` of each filter for each class."""
+    coef = model.output_layer_.coef_
+    n_filters = len(model.features_.filter_bank_.filters_)
+    return np.abs(coef).reshape(n_filters, -1, coef.shape[1]).sum(axis=1)
+
+
+def montage(images, columns):
+    """Tile (n, k, k, C) images into one (rows (k + 1) - 1, columns (k + 1) - 1, C) picture, 1-pixel gaps."""
+    n, k, _, channels = images.shape
+    rows = -(-n // columns)
+    canvas = np.ones((rows * (k + 1) - 1, columns * (k + 1) - 1, channels))
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        canvas[r * (k + 1):r * (k + 1) + k, c * (k + 1):c * (k + 1) + k] = image
+    return canvas
+
+
+def _show(axis, picture):
+    axis.imshow(picture[..., 0] if picture.shape[2] == 1 else picture, cmap="gray", interpolation="nearest",
+                vmin=0, vmax=1)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def save_filter_pictures(run, max_filters=400, per_class=10):
+    """Write ``run/filters.png`` (the first ``max_filters`` filters) and ``run/filters_by_class.png`` (per
+    class, the ``per_class`` filters with the largest output weights). Returns the two paths."""
+    run = Path(run)
+    model = load_model(run)
+    images = filter_images(model)
+    shown = images[:max_filters]
+    columns = int(np.ceil(np.sqrt(len(shown))))
+    figure, axis = plt.subplots(figsize=(8, 8 * np.ceil(len(shown) / columns) / columns + 0.5))
+    _show(axis, montage(shown, columns))
+    axis.set_title(f"{len(shown)} of {len(images)} filters (un-whitened)")
+    figure.savefig(run / "filters.png", dpi=150, bbox_inches="tight")
+    plt.close(figure)
+
+    importance = filter_importance(model)
+    classes = [str(c) for c in model.classes_]
+    top = np.argsort(-importance, axis=0, kind="stable")[:per_class].T  # (K, per_class)
+    figure, axes = plt.subplots(len(classes), 1, figsize=(per_class * 0.6, len(classes) * 0.75))
+    for axis, name, chosen in zip(np.atleast_1d(axes), classes, top):
+        _show(axis, montage(images[chosen], per_class))
+        axis.set_ylabel(name, rotation=0, ha="right", va="center")
+    figure.suptitle(f"largest output weights per class (top {per_class})")
+    figure.savefig(run / "filters_by_class.png", dpi=150, bbox_inches="tight")
+    plt.close(figure)
+    return run / "filters.png", run / "filters_by_class.png"
