@@ -57,11 +57,12 @@ class StreamedOperator(LinearOperator):
 
 
 def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mode, beta, relative, tau,
-                      sigma, tol, max_iter, verbose=0):
+                      sigma, tol, max_iter, verbose=0, W0=None):
     """Solve the output-layer problem on ``store`` (N, F) with centred targets ``Y`` (N, K).
 
     ``working_set``: size of the first working set (``"working_set"`` strategy). Each round is logged
-    (``logging``, INFO) on this module's logger.
+    (``logging``, INFO) on this module's logger. ``W0`` (F, K): a warm start (e.g. the solution for a
+    nearby penalty); its non-zero rows also join the first working set.
     Returns ``(SolveResult with W of shape (F, K) and R in the original space, absolute beta or None,
     rounds)``.
     """
@@ -74,10 +75,11 @@ def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mo
     beta_abs = (float(beta) * beta_max if relative else float(beta)) if mode == "penalized" else None
     if strategy == "stream":
         result = solve_l1(operator, Y, group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma,
-                          beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose)
+                          beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose,
+                          x0=None if W0 is None else W0.ravel())
         return result, beta_abs, 1
     return _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, working_set, group,
-                        mode, tau, sigma, tol, max_iter, verbose)
+                        mode, tau, sigma, tol, max_iter, verbose, W0)
 
 
 def _row_duals(gradient, group):
@@ -88,11 +90,14 @@ def _row_duals(gradient, group):
 
 
 def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, size, group, mode, tau,
-                 sigma, tol, max_iter, verbose):
+                 sigma, tol, max_iter, verbose, W0):
     n_features, k = gradient.shape
     duals = _row_duals(gradient, group)
     active = np.sort(np.argsort(-duals, kind="stable")[:min(size, n_features)])
     x0, n_iter, n_solves = None, 0, 0
+    if W0 is not None:
+        active = np.union1d(active, np.flatnonzero(np.any(W0 != 0, axis=1)))
+        x0 = W0[active].ravel()
     for rounds in range(1, _MAX_ROUNDS + 1):
         columns = (store.columns(active) - mean[active]) / scale[active]
         result = solve_standardized(columns, Y, group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma,

@@ -602,6 +602,8 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
     out_of_core : "working_set" | "stream", how features in a
         :class:`pipeline.feature_store.FeatureStore` are fitted (see :mod:`pipeline.out_of_core`)
     working_set : int, size of the first working set of the "working_set" strategy
+    warm_start : bool, start from the previous fit's ``coef_`` (same features and classes), e.g. along
+        a path of penalties: ``for beta in betas: layer.set_params(beta=beta).fit(B, y)``
     verbose : int, SPGL1 verbosity (0 silent)
 
     ``fit``, ``decision_function`` and ``predict`` take an in-memory (n, F) array or a complete
@@ -618,7 +620,7 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
 
     def __init__(self, mode="penalized", beta=0.01, tau=None, sigma=None, group=True,
                  relative=True, standardize=True, max_iter=2000, tol=1e-6, out_of_core="working_set",
-                 working_set=4096, verbose=0):
+                 working_set=4096, warm_start=False, verbose=0):
         self.mode = mode
         self.beta = beta
         self.tau = tau
@@ -630,6 +632,7 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.out_of_core = out_of_core
         self.working_set = working_set
+        self.warm_start = warm_start
         self.verbose = verbose
 
     # -- validation ------------------------------------------------------------------------------
@@ -696,13 +699,16 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         Y -= self.intercept_
         settings = dict(group=self.group, mode=self.mode, tau=self.tau, sigma=self.sigma, tol=float(self.tol),
                         max_iter=self.max_iter, verbose=self.verbose)
+        W0 = getattr(self, "coef_", None) if self.warm_start else None
+        if W0 is not None and W0.shape != (self.n_features_in_, len(classes)):
+            W0 = None
         if isinstance(B, FeatureStore):
             from .out_of_core import solve_out_of_core  # it builds on this module
 
             self.mean_, self.scale_ = B.mean(), _scale(B.std(), B.mean(), self.standardize)
             res, beta_abs, self.n_rounds_ = solve_out_of_core(
                 B, self.mean_, self.scale_, Y, strategy=self.out_of_core, working_set=self.working_set,
-                beta=self.beta, relative=self.relative, **settings)
+                beta=self.beta, relative=self.relative, W0=W0, **settings)
         else:
             Bs, self.mean_, self.scale_ = _standardize(B, self.standardize)
             _, dual, _ = _penalty(self.group, len(classes))
@@ -710,7 +716,8 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
             beta_abs = None
             if self.mode == "penalized":
                 beta_abs = float(self.beta) * beta_max if self.relative else float(self.beta)
-            res = solve_standardized(Bs, Y, beta=beta_abs, beta_max=beta_max, **settings)
+            res = solve_standardized(Bs, Y, beta=beta_abs, beta_max=beta_max, **settings,
+                                     x0=None if W0 is None else W0.ravel())
             self.n_rounds_ = 1
         self.beta_max_ = res.beta_max
         if not res.converged:

@@ -90,3 +90,18 @@ def test_fit_on_a_store_matches_the_in_memory_fit(tmp_path, strategy, n, n_featu
     np.testing.assert_array_equal(on_disk.predict(store), in_memory.predict(B))
     if strategy == "working_set" and settings.get("beta") == 0.05:
         assert on_disk.n_rounds_ > 1  # the first 8 features were not enough: the certificate grew the set
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["in_memory", "store"])
+def test_warm_starts_along_a_path_of_penalties(tmp_path, on_disk):
+    B, y = features(200, 60, seed=3)
+    data = stored(tmp_path, B) if on_disk else B
+    path = L1OutputLayer(tol=1e-8, max_iter=20000, working_set=16, warm_start=True)
+    warm_iterations = cold_iterations = 0
+    for beta in (0.2, 0.1, 0.05, 0.03):
+        path.set_params(beta=beta).fit(data, y)
+        cold = L1OutputLayer(beta=beta, tol=1e-8, max_iter=20000, working_set=16).fit(data, y)
+        assert path.objective(B, y) == pytest.approx(cold.objective(B, y), rel=1e-6)
+        warm_iterations += path.n_iter_
+        cold_iterations += cold.n_iter_
+    assert warm_iterations < cold_iterations
