@@ -112,9 +112,7 @@ def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, 
         logger.info("[output] working set round %d: %d features, %d outside violate the optimality "
                     "condition (worst %.4f of the dual norm)", rounds, len(active), len(violators),
                     outside.max(initial=0.0) / max(result.dual_norm, 1e-300))
-        if not len(violators):
-            break
-        if rounds == _MAX_ROUNDS:
+        if not len(violators) or rounds == _MAX_ROUNDS:
             break
         new = violators[np.argsort(-outside[violators], kind="stable")[:size]]  # at most doubles
         grown = np.union1d(active, new)
