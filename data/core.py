@@ -112,6 +112,23 @@ def stratified_subsample(dataset: ImageDataset, n: int, seed: int) -> ImageDatas
     return ImageDataset(dataset.images[order], dataset.labels[order], dataset.classes)
 
 
+def stratified_split(dataset: ImageDataset, fraction: float, seed: int) -> tuple[ImageDataset, ImageDataset]:
+    """Split ``dataset`` into (rest, held out) with a seeded stratified ``fraction`` held out.
+
+    Raises:
+        DatasetError: if the held-out part or the rest would miss a class.
+    """
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(dataset))
+    try:
+        rest, held_out = train_test_split(index, test_size=fraction, stratify=dataset.labels, random_state=seed)
+    except ValueError as error:
+        raise DatasetError(f"cannot hold out a stratified {fraction} of {len(dataset)} samples: {error}") from error
+    pick = lambda i: ImageDataset(dataset.images[i], dataset.labels[i], dataset.classes)  # noqa: E731
+    return pick(rest), pick(held_out)
+
+
 def _allocate(counts: np.ndarray, n: int) -> np.ndarray:
     """Split ``n < counts.sum()`` over classes proportionally to ``counts``, each class >= 1."""
     exact = counts * n / counts.sum()

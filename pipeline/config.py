@@ -22,6 +22,7 @@ DEFAULTS = {
         "test_fraction": 0.25,      # digits: held-out share of the stratified split
         "n_train": None,            # seeded stratified subsample of the training set (None: all)
         "n_test": None,             # same for the test set
+        "validation_fraction": None,  # evaluate on this stratified share of the training set, not the test set
     },
     "patches": {
         "size": 5,                  # side k of the k x k patches
@@ -69,7 +70,7 @@ DEFAULTS = {
 # Types accepted for keys whose default is None (any numeric default also accepts int for float).
 NULLABLE_TYPES = {
     "data.root": (str,), "data.train_root": (str,), "data.test_root": (str,),
-    "data.n_train": (int,), "data.n_test": (int,), "filters.scheduler": (str,), "features.scheduler": (str,),
+    "data.n_train": (int,), "data.n_test": (int,), "data.validation_fraction": (float,), "filters.scheduler": (str,), "features.scheduler": (str,),
     "filters.count": (int,),
     "output.tau": (int, float), "output.sigma": (int, float),
 }
@@ -217,6 +218,7 @@ RANGES = {
     "data.test_fraction": (lambda v: 0 < v < 1, "must lie in (0, 1)"),
     "data.n_train": (lambda v: v is None or v > 0, "must be positive"),
     "data.n_test": (lambda v: v is None or v > 0, "must be positive"),
+    "data.validation_fraction": (lambda v: v is None or 0 < v < 1, "must lie in (0, 1)"),
     "patches.size": (lambda v: v >= 1, "must be at least 1"),
     "patches.count": (lambda v: v >= 2, "must be at least 2"),
     "patches.eps": (lambda v: v >= 0, "must be >= 0"),

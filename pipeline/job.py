@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import load_splits, stratified_subsample
+from data import load_splits, stratified_split, stratified_subsample
 from features.extreme_points import ExtremePointFilters
 from features.feature_map import ConvReLUPool
 from features.filter_banks import GaussianFilters, KMeansFilters, RandomPatchFilters
@@ -45,7 +45,8 @@ def train(config, out_dir, log=print):
     problems = check_against_images(config, train_set.image_shape, len(train_set))
     if problems:
         raise ConfigError(problems)
-    log(f"[data] {len(train_set)} training and {len(test_set)} test images of shape "
+    evaluated_on = "test" if config["data"]["validation_fraction"] is None else "validation"
+    log(f"[data] {len(train_set)} training and {len(test_set)} {evaluated_on} images of shape "
         f"{train_set.image_shape}, {len(train_set.classes)} classes")
     feature_config = config["features"]
     stages = CachedStages(out_dir / "cache", stage_key(config["data"], seed), log,
@@ -74,7 +75,8 @@ def train(config, out_dir, log=print):
         for split, features in ((train_set, train_features), (test_set, test_features)))
     stages.seconds["evaluate"] = round(time.perf_counter() - start, 3)
     metrics = {
-        "test_accuracy": test_metrics["accuracy"],
+        f"{evaluated_on}_accuracy": test_metrics["accuracy"],
+        "evaluated_on": evaluated_on,
         "train_accuracy": train_metrics["accuracy"],
         "n_filters": len(filter_bank.filters_),
         "filter_method": config["filters"]["method"],
@@ -93,14 +95,18 @@ def train(config, out_dir, log=print):
     save_model(model, out_dir, config=config)
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     log(f"train accuracy: {metrics['train_accuracy']:.4f}")
-    log(f"test accuracy: {metrics['test_accuracy']:.4f}")
+    log(f"{evaluated_on} accuracy: {test_metrics['accuracy']:.4f}")
     return metrics
 
 
 # --- stages -------------------------------------------------------------------------------------
 
 def load_data(data_config, seed):
-    """Load (train, test) :class:`data.ImageDataset` splits, subsampled when the config asks."""
+    """Load (train, test) :class:`data.ImageDataset` splits, subsampled when the config asks.
+
+    With ``validation_fraction`` the second split is a seeded stratified part of the training set
+    instead (the test set is not touched): tune on it, and report the test set once at the end.
+    """
     train_set, test_set = load_splits(
         data_config["name"], data_config["root"], download=data_config["download"],
         train_root=data_config["train_root"], test_root=data_config["test_root"],
@@ -109,6 +115,8 @@ def load_data(data_config, seed):
         train_set = stratified_subsample(train_set, data_config["n_train"], seed)
     if data_config["n_test"] is not None:
         test_set = stratified_subsample(test_set, data_config["n_test"], seed + 1)
+    if data_config["validation_fraction"] is not None:
+        return stratified_split(train_set, data_config["validation_fraction"], seed + 2)
     return train_set, test_set
 
 

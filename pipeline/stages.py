@@ -15,6 +15,7 @@ from features.stages import Uncached
 
 from .cache import StageCache, stage_key
 from .feature_store import FeatureStore
+from .model_io import ModelFileError, load_model, save_model
 
 # Images per block of a feature stage computed in parallel or stored on disk.
 BLOCK_ROWS = 256
@@ -55,8 +56,7 @@ class CachedStages:
         self._last = root_key
 
     def fit(self, name, estimator, X, y=None, settings=None, after=None):
-        from .model_io import ModelFileError, load_model, save_model
-
+        """``estimator`` fitted on ``(X, y)``, or loaded from the cache; ``settings`` add to its key."""
         key = self._key(name, {**_settings(estimator), **(settings or {})}, after)
         folder = self.cache.folder / f"{name}-{key}"
         with self._timed(name):

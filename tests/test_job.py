@@ -194,3 +194,14 @@ def test_visualize_and_report_write_pictures_and_pages_that_render(tmp_path):
 def test_report_of_a_folder_without_a_finished_run_exits_2(tmp_path, capsys):
     assert run.main(["report", "--run", str(tmp_path)]) == 2
     assert "metrics.json not found" in capsys.readouterr().err
+
+
+def test_a_validation_split_replaces_the_test_set_for_tuning(tmp_path, capsys):
+    assert train(tmp_path, "data.validation_fraction=0.2") == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("validation accuracy: ")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["evaluated_on"] == "validation" and "test_accuracy" not in metrics
+    assert metrics["validation_accuracy"] > 0.9
+    assert np.sum(metrics["confusion_matrix"]) == 270   # 20% of the 1347 digits training images
+    assert run.main(["report", "--run", str(tmp_path / "run")]) == 0
+    assert "(validation)" in (tmp_path / "run" / "report.md").read_text()
