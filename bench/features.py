@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data import DatasetError, load_splits  # noqa: E402
-from features.feature_map import _chunk_size, conv_relu_pool  # noqa: E402
+from features.feature_map import chunk_size, conv_relu_pool  # noqa: E402
 from filters import blas_description, load_images  # noqa: E402  (bench/filters.py)
 from pipeline.feature_store import FeatureStore  # noqa: E402
 from pipeline.output_layer import L1OutputLayer  # noqa: E402
@@ -54,6 +54,14 @@ def load_labelled(data_root):
     return train.images[order], train.labels[order], "CIFAR-10 (JPEG) training images"
 
 
+def torch_blas():
+    """torch's BLAS and CPU capability, from its build configuration (e.g. "BLAS_INFO=mkl, AVX512")."""
+    config = torch.__config__.show()
+    blas = next((part.strip() for part in config.split(",") if "BLAS_INFO" in part), "BLAS_INFO=unknown")
+    capability = next((line.split(":")[1].strip() for line in config.splitlines() if "CPU capability" in line), "")
+    return f"{blas.split('=')[-1]} ({capability})"
+
+
 def random_filters(n_filters, seed=0):
     """(d, F) float32 unit-norm filters and a zero offset."""
     weights = np.random.default_rng(seed).normal(size=(PATCH_DIM, n_filters)).astype(np.float32)
@@ -69,7 +77,7 @@ def feature_seconds(images, weights, offset):
 
 def gemm_seconds(n_images, weights):
     """The same products as plain GEMMs: chunks of (chunk x 729, 108) x (108, F) into one output."""
-    chunk = _chunk_size(POSITIONS, PATCH_DIM, weights.shape[1], MEMORY_MB)
+    chunk = chunk_size(POSITIONS, PATCH_DIM, weights.shape[1], MEMORY_MB)
     rows = torch.randn(chunk * POSITIONS, PATCH_DIM)
     weights = torch.from_numpy(weights)
     out = torch.empty(chunk * POSITIONS, weights.shape[1])
@@ -128,13 +136,13 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     images, labels, source = load_labelled(args.data_root)
-    print(f"{source}; BLAS: {blas_description()}; torch {torch.__version__} with "
-          f"{torch.get_num_threads()} threads ({torch.__config__.parallel_info().splitlines()[-2].strip()})")
+    print(f"{source}; numpy BLAS: {blas_description()}; torch {torch.__version__}: {torch_blas()}, "
+          f"{torch.get_num_threads()} threads")
     results = []
     print(f"{'filters':>8} {'images':>7} {'ours s':>8} {'GFLOP/s':>8} {'GEMM s':>8} {'GEMM GFLOP/s':>13} {'ratio':>6}")
     for n_filters in [int(f) for f in args.filters.split(",")]:
         row = throughput(images[:args.images], n_filters)
-        results.append({**row, "data": source, "blas": blas_description(), "torch_threads": torch.get_num_threads()})
+        results.append({**row, "data": source, "torch_blas": torch_blas(), "torch_threads": torch.get_num_threads()})
         print(f"{row['filters']:>8} {row['images']:>7} {row['seconds']:>8.2f} {row['gflops']:>8.1f} "
               f"{row['gemm_seconds']:>8.2f} {row['gemm_gflops']:>13.1f} {row['ratio']:>6.2f}")
     with tempfile.TemporaryDirectory() as folder:

@@ -73,7 +73,7 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
     if out is None:
         out = np.empty((n_images, n_filters * grid * grid), dtype=np.float32)
     n_positions = rows[-1] * cols[-1]
-    chunk = _chunk_size(n_positions, weights.shape[0], n_filters, memory_mb)
+    chunk = chunk_size(n_positions, weights.shape[0], n_filters, memory_mb)
     # one response buffer for all chunks: the GEMM writes into it (with the offset: addmm), no allocation
     buffer = torch.empty((min(chunk, n_images) * n_positions, n_filters), dtype=torch.float32, device=device)
     with torch.inference_mode():
@@ -91,7 +91,7 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
     return out
 
 
-def _chunk_size(n_positions, patch_dim, n_filters, memory_mb):
+def chunk_size(n_positions, patch_dim, n_filters, memory_mb):
     """Images per chunk so that one chunk's float32 responses and patches (x3) fit ``memory_mb``."""
     per_image = n_positions * (n_filters + 3 * patch_dim) * 4
     return max(1, int(memory_mb * 2**20 // per_image))
