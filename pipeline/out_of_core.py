@@ -10,7 +10,7 @@ one-hot targets, the modes and norms of :mod:`pipeline.output_layer`):
   every feature outside the set has dual value ``Omega*_f(B_f^T R) <= lambda``, the dual norm reached
   on the set (the optimality condition of every mode). Features that violate it join the set and the
   solve is repeated, warm-started (each round adds at most the first set's size, the worst violators
-  first). The first set holds the features with the largest ``Omega*_f(B_f^T Y)``
+  first, so the set's memory, ``n x |set|`` float64, grows linearly). The first set holds the features with the largest ``Omega*_f(B_f^T Y)``
   (the ones that enter first along the regularisation path). Each round costs two passes over the
   file (gather the set's columns, certify) instead of two per SPGL1 iteration.
 """
@@ -99,7 +99,9 @@ def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, 
         active = np.union1d(active, np.flatnonzero(np.any(W0 != 0, axis=1)))
         x0 = W0[active].ravel()
     for rounds in range(1, _MAX_ROUNDS + 1):
-        columns = (store.columns(active) - mean[active]) / scale[active]
+        columns = store.columns(active)  # (n, |set|) float64, standardised in place
+        columns -= mean[active]
+        columns /= scale[active]
         result = solve_standardized(columns, Y, group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma,
                                     beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose, x0=x0)
         n_iter, n_solves = n_iter + result.n_iter, n_solves + result.n_solves
@@ -114,7 +116,7 @@ def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, 
                     outside.max(initial=0.0) / max(result.dual_norm, 1e-300))
         if not len(violators) or rounds == _MAX_ROUNDS:
             break
-        new = violators[np.argsort(-outside[violators], kind="stable")[:size]]  # at most doubles
+        new = violators[np.argsort(-outside[violators], kind="stable")[:size]]
         grown = np.union1d(active, new)
         padded = np.zeros((len(grown), k))
         padded[np.searchsorted(grown, active)] = result.W
