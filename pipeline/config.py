@@ -13,6 +13,7 @@ import yaml
 DEFAULTS = {
     "seed": 0,
     "n_jobs": 1,
+    "ridge_readout": False,         # also fit a ridge read-out on the same features, for comparison
     "data": {
         "name": "digits",           # digits | mnist | fashion_mnist | cifar10 | image_folder
         "root": None,               # folder holding the dataset (overridden by --data-root)

@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.linear_model import RidgeClassifierCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from data import load_splits, stratified_split, stratified_subsample
 from features.extreme_points import ExtremePointFilters
@@ -73,6 +76,8 @@ def train(config, out_dir, log=print):
     train_metrics, test_metrics = (
         classification_metrics(split.labels, np.searchsorted(classes, output_layer.predict(features)), classes)
         for split, features in ((train_set, train_features), (test_set, test_features)))
+    ridge = (ridge_readout(train_features, train_set.labels, test_features, test_set.labels, log)
+             if config["ridge_readout"] else None)
     stages.seconds["evaluate"] = round(time.perf_counter() - start, 3)
     metrics = {
         f"{evaluated_on}_accuracy": test_metrics["accuracy"],
@@ -88,6 +93,7 @@ def train(config, out_dir, log=print):
         "per_class_accuracy": test_metrics["per_class_accuracy"],
         "confusion_matrix": test_metrics["confusion_matrix"],
         "classes": list(train_set.classes),
+        **({"ridge_readout": ridge} if ridge else {}),
         "stage_seconds": stages.seconds,
         "peak_rss_mb": peak_rss_mb(),
         "config": config,
@@ -118,6 +124,21 @@ def load_data(data_config, seed):
     if data_config["validation_fraction"] is not None:
         return stratified_split(train_set, data_config["validation_fraction"], seed + 2)
     return train_set, test_set
+
+
+def ridge_readout(train_features, train_labels, eval_features, eval_labels, log):
+    """A ridge read-out on the same (standardised) features, its penalty chosen by leave-one-out
+    (scikit-learn's ``RidgeClassifierCV``), for comparison with the l1 output layer; None (and a log
+    line) for features on disk."""
+    if not isinstance(train_features, np.ndarray):
+        log("[evaluate] ridge read-out skipped: the features are on disk")
+        return None
+    ridge = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=np.logspace(-1, 5, 13)))
+    ridge.fit(train_features, train_labels)
+    result = {"alpha": float(ridge[-1].alpha_), "train_accuracy": float(ridge.score(train_features, train_labels)),
+              "accuracy": float(ridge.score(eval_features, eval_labels))}
+    log(f"[evaluate] ridge read-out (alpha {result['alpha']:.3g}): accuracy {result['accuracy']:.4f}")
+    return result
 
 
 def build_model(config):

@@ -197,11 +197,12 @@ def test_report_of_a_folder_without_a_finished_run_exits_2(tmp_path, capsys):
 
 
 def test_a_validation_split_replaces_the_test_set_for_tuning(tmp_path, capsys):
-    assert train(tmp_path, "data.validation_fraction=0.2") == 0
+    assert train(tmp_path, "data.validation_fraction=0.2", "ridge_readout=true") == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("validation accuracy: ")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["evaluated_on"] == "validation" and "test_accuracy" not in metrics
     assert metrics["validation_accuracy"] > 0.9
+    assert metrics["ridge_readout"]["accuracy"] > 0.9 and metrics["ridge_readout"]["alpha"] > 0
     assert np.sum(metrics["confusion_matrix"]) == 270   # 20% of the 1347 digits training images
     assert run.main(["report", "--run", str(tmp_path / "run")]) == 0
     assert "(validation)" in (tmp_path / "run" / "report.md").read_text()
