@@ -16,9 +16,21 @@ import numpy as np
 
 
 def stage_key(*parts):
-    """A short hex digest of JSON-serialisable ``parts`` (settings and upstream keys)."""
-    text = json.dumps(parts, sort_keys=True, default=str)
+    """A short hex digest of JSON-serialisable ``parts`` (settings and upstream keys).
+
+    Settings that are None are left out, so that a new setting whose default is None (off) keeps the
+    keys, and the caches, of earlier runs.
+    """
+    text = json.dumps(_without_none(parts), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _without_none(value):
+    if isinstance(value, dict):
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)):
+        return [_without_none(item) for item in value]
+    return value
 
 
 class StageCache:
