@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 DEFAULTS = {
+    "model": "convex_rf",           # convex_rf | least_squares | backprop | cutting_plane | closed_form
     "seed": 0,
     "n_jobs": 1,
     "ridge_readout": False,         # also fit a ridge read-out on the same features, for comparison
@@ -66,6 +67,27 @@ DEFAULTS = {
         "out_of_core": "working_set",  # disk features: working_set (certified) | stream (SPGL1 on the file)
         "working_set": 4096,        # first working set of the out-of-core solve (features)
     },
+    # The other models of the paper's Table 1, on raw pixels in [0, 1] (model: ...).
+    "backprop": {                   # two-layer ReLU network, weight decay, Adam (torch)
+        "n_hidden": 100,            # hidden neurons: match the convex model it is compared with
+        "bias": True,
+        "beta": 1.0e-3,             # weight decay, units of the summed squared loss
+        "epochs": 20,
+        "batch_size": 256,
+        "learning_rate": 1.0e-3,
+        "device": "cpu",            # cpu | cuda
+    },
+    "cutting_plane": {              # Algorithm 1, one network per class
+        "beta": 0.01,               # l1 penalty of the output weights; a fraction of beta_max when relative
+        "relative": True,
+        "bias": True,               # neurons with biases and a free output offset (dual: 1^T v = 0)
+        "seed_extreme_points": True,  # start from the extreme-point neurons of the training images
+        "max_rounds": 50,           # rounds per class
+        "tol": 1.0e-3,              # relative dual violation accepted as none
+    },
+    "closed_form": {                # Theorem 15 on whitened pixels (needs n_train <= pixels' rank)
+        "beta": 1.0,                # weight decay (absolute; a class keeps its neuron while beta < sqrt(n_k))
+    },
 }
 
 # Types accepted for keys whose default is None (any numeric default also accepts int for float).
@@ -77,6 +99,8 @@ NULLABLE_TYPES = {
 }
 
 CHOICES = {
+    "model": ("convex_rf", "least_squares", "backprop", "cutting_plane", "closed_form"),
+    "backprop.device": ("cpu", "cuda"),
     "data.name": ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder"),
     "filters.method": ("extreme_point", "random_patches", "kmeans", "gaussian"),
     "features.pooling": ("max", "sum", "mean"),
@@ -238,6 +262,15 @@ RANGES = {
     "output.sigma": (lambda v: v is None or v >= 0, "must be >= 0"),
     "output.max_iter": (lambda v: v >= 1, "must be at least 1"),
     "output.tol": (lambda v: v > 0, "must be positive"),
+    "backprop.n_hidden": (lambda v: v >= 1, "must be at least 1"),
+    "backprop.beta": (lambda v: v >= 0, "must be >= 0"),
+    "backprop.epochs": (lambda v: v >= 0, "must be >= 0"),
+    "backprop.batch_size": (lambda v: v >= 1, "must be at least 1"),
+    "backprop.learning_rate": (lambda v: v > 0, "must be positive"),
+    "cutting_plane.beta": (lambda v: v >= 0, "must be >= 0"),
+    "cutting_plane.max_rounds": (lambda v: v >= 1, "must be at least 1"),
+    "cutting_plane.tol": (lambda v: v >= 0, "must be >= 0"),
+    "closed_form.beta": (lambda v: v >= 0, "must be >= 0"),
 }
 
 
@@ -248,8 +281,9 @@ def _range_problems(config, mistyped):
         problems.append("output.mode is lasso: set output.tau (the bound on the l1 norm)")
     if config["output"]["mode"] == "bpdn" and config["output"]["sigma"] is None:
         problems.append("output.mode is bpdn: set output.sigma (the bound on the residual norm)")
-    if config["features"]["device"] == "cuda" and not _cuda_available():
-        problems.append("features.device is cuda but torch finds no CUDA device here: use cpu")
+    for key in ("features", "backprop"):
+        if config[key]["device"] == "cuda" and not _cuda_available():
+            problems.append(f"{key}.device is cuda but torch finds no CUDA device here: use cpu")
     if config["data"]["name"] == "image_folder" and not (config["data"]["train_root"]
                                                          and config["data"]["test_root"]):
         problems.append("data.name is image_folder: set data.train_root and data.test_root")
@@ -270,7 +304,12 @@ def _get(config, name):
 
 def check_against_images(config, image_shape, n_images):
     """Problems that need the data: patch size vs image size, patch count vs available patches."""
-    height, width, _ = image_shape
+    height, width, channels = image_shape
+    if config["model"] == "closed_form" and n_images > height * width * channels:
+        return [f"model closed_form whitens the training images, which needs at most as many images as "
+                f"pixels ({height * width * channels}); got {n_images}: set data.n_train lower"]
+    if config["model"] != "convex_rf":
+        return []
     size = config["patches"]["size"]
     problems = []
     if size > min(height, width):

@@ -3,6 +3,9 @@
     data -> whitening (sample, normalise, ZCA) -> filters (extreme points) -> features (conv, ReLU, pool)
          -> output layer (SPGL1) -> test features -> evaluation
 
+The same job trains the other models of the paper's Table 1 on raw pixels (``model: least_squares |
+backprop | cutting_plane | closed_form``) as one cached stage: data -> model -> evaluation.
+
 The model is the scikit-learn estimator :class:`pipeline.classifier.ConvexRFClassifier` built from the
 config; its ``fit`` runs the stages through :class:`pipeline.stages.CachedStages`, which caches each one in
 ``OUT/cache`` under a key of its settings and its inputs' keys, so a re-run (also after a kill) skips
@@ -26,9 +29,13 @@ from features.filter_banks import GaussianFilters, KMeansFilters, RandomPatchFil
 from features.whitening import PatchWhitener
 
 from .cache import remove_stale_temporaries, stage_key, write_text_atomic
+from .backprop import BackpropNetwork
 from .classifier import ConvexRFClassifier
+from .closed_form import ClosedFormNetwork, WhiteningError
 from .config import ConfigError, check_against_images
+from .cutting_plane import CuttingPlaneNetwork
 from .evaluation import classification_metrics
+from .least_squares import LeastSquaresClassifier
 from .model_io import save_model
 from .output_layer import L1OutputLayer
 from .stages import CachedStages
@@ -37,7 +44,8 @@ from .stages import CachedStages
 def train(config, out_dir, log=print):
     """Run the whole job; write ``model.npz`` / ``model.json`` and ``metrics.json`` to ``out_dir``.
 
-    Returns the metrics dict.
+    ``config["model"]`` picks the model: ``convex_rf`` (the staged pipeline) or one of the other models
+    of the paper's Table 1 on raw pixels (:data:`PIXEL_MODELS`). Returns the metrics dict.
     """
     out_dir = Path(out_dir)
     if remove_stale_temporaries(out_dir):
@@ -57,6 +65,37 @@ def train(config, out_dir, log=print):
                           n_jobs=feature_config["n_jobs"], scheduler=feature_config["scheduler"])
     stages.seconds["data"] = round(time.perf_counter() - start, 3)
 
+    fit = fit_convex_rf if config["model"] == "convex_rf" else fit_pixel_model
+    model, (train_predictions, test_predictions), details = fit(config, train_set, test_set, stages, log)
+    start = time.perf_counter()
+    train_metrics, test_metrics = (classification_metrics(split.labels, predictions, np.asarray(train_set.classes))
+                                   for split, predictions in ((train_set, train_predictions),
+                                                              (test_set, test_predictions)))
+    stages.seconds["evaluate"] = round(stages.seconds.pop("evaluate", 0.0) + time.perf_counter() - start, 3)
+    metrics = {
+        "model": config["model"],
+        f"{evaluated_on}_accuracy": test_metrics["accuracy"],
+        "evaluated_on": evaluated_on,
+        "train_accuracy": train_metrics["accuracy"],
+        "n_train": len(train_set),
+        **details,
+        "per_class_accuracy": test_metrics["per_class_accuracy"],
+        "confusion_matrix": test_metrics["confusion_matrix"],
+        "classes": list(train_set.classes),
+        "stage_seconds": stages.seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "config": config,
+    }
+    save_model(model, out_dir, config=config)
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    log(f"train accuracy: {metrics['train_accuracy']:.4f}")
+    log(f"{evaluated_on} accuracy: {test_metrics['accuracy']:.4f}")
+    return metrics
+
+
+def fit_convex_rf(config, train_set, test_set, stages, log):
+    """Algorithm 2 through the cached stages. Returns the model, the (train, test) predicted label
+    indices and the metrics particular to Convex-RF (filters, features, output layer, ridge read-out)."""
     classes = np.asarray(train_set.classes)
     model = build_model(config).fit(train_set.images, classes[train_set.labels], stages=stages)
     filter_bank, output_layer = model.features_.filter_bank_, model.output_layer_
@@ -71,18 +110,13 @@ def train(config, out_dir, log=print):
     n_used = int(np.count_nonzero(np.any(output_layer.coef_ != 0, axis=1)))
     log(f"[output] beta = {output_layer.beta_:.4g} (beta_max {output_layer.beta_max_:.4g}), "
         f"{n_used} of {output_layer.coef_.shape[0]} features used, {output_layer.n_iter_} SPGL1 iterations")
-
     start = time.perf_counter()
-    train_metrics, test_metrics = (
-        classification_metrics(split.labels, np.searchsorted(classes, output_layer.predict(features)), classes)
-        for split, features in ((train_set, train_features), (test_set, test_features)))
+    predictions = tuple(np.searchsorted(classes, output_layer.predict(features))
+                        for features in (train_features, test_features))
     ridge = (ridge_readout(train_features, train_set.labels, test_features, test_set.labels, log)
              if config["ridge_readout"] else None)
     stages.seconds["evaluate"] = round(time.perf_counter() - start, 3)
-    metrics = {
-        f"{evaluated_on}_accuracy": test_metrics["accuracy"],
-        "evaluated_on": evaluated_on,
-        "train_accuracy": train_metrics["accuracy"],
+    details = {
         "n_filters": len(filter_bank.filters_),
         "filter_method": config["filters"]["method"],
         **certificates,
@@ -90,19 +124,30 @@ def train(config, out_dir, log=print):
         "n_features_used": n_used,
         "beta": float(output_layer.beta_),
         "beta_max": float(output_layer.beta_max_),
-        "per_class_accuracy": test_metrics["per_class_accuracy"],
-        "confusion_matrix": test_metrics["confusion_matrix"],
-        "classes": list(train_set.classes),
         **({"ridge_readout": ridge} if ridge else {}),
-        "stage_seconds": stages.seconds,
-        "peak_rss_mb": peak_rss_mb(),
-        "config": config,
     }
-    save_model(model, out_dir, config=config)
-    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-    log(f"train accuracy: {metrics['train_accuracy']:.4f}")
-    log(f"{evaluated_on} accuracy: {test_metrics['accuracy']:.4f}")
-    return metrics
+    return model, predictions, details
+
+
+def fit_pixel_model(config, train_set, test_set, stages, log):
+    """One of the other Table-1 models on raw pixels, fitted as one cached stage. Returns the model, the
+    (train, test) predicted label indices and its metrics (neurons, objective, cutting-plane figures)."""
+    classes = np.asarray(train_set.classes)
+    try:
+        model = stages.fit(config["model"], build_pixel_model(config), train_set.images, classes[train_set.labels])
+    except WhiteningError as error:
+        raise ConfigError([f"model closed_form: {error}"]) from None
+    predictions = tuple(np.searchsorted(classes, model.predict(split.images)) for split in (train_set, test_set))
+    details = {"objective": float(model.objective_)}
+    if hasattr(model, "n_neurons_"):
+        details["n_neurons"] = model.n_neurons_
+    if isinstance(model, CuttingPlaneNetwork):
+        details.update(beta=float(model.beta_), n_seed_neurons=int(model.n_seeds_),
+                       rounds_per_class=model.rounds_.tolist(), duality_gap=float(model.duality_gap_),
+                       relative_duality_gap=float(model.duality_gap_ / model.objective_))
+    log(f"[{config['model']}] objective {model.objective_:.6g}"
+        + "".join(f", {key} {value}" for key, value in details.items() if key != "objective"))
+    return model, predictions, details
 
 
 # --- stages -------------------------------------------------------------------------------------
@@ -139,6 +184,19 @@ def ridge_readout(train_features, train_labels, eval_features, eval_labels, log)
               "accuracy": float(ridge.score(eval_features, eval_labels))}
     log(f"[evaluate] ridge read-out (alpha {result['alpha']:.3g}): accuracy {result['accuracy']:.4f}")
     return result
+
+
+def build_pixel_model(config):
+    """The estimator of ``config["model"]`` (not ``convex_rf``), from its config section."""
+    name, seed = config["model"], config["seed"]
+    settings = config.get(name, {})
+    if name == "least_squares":
+        return LeastSquaresClassifier()
+    if name == "closed_form":
+        return ClosedFormNetwork(beta=settings["beta"])
+    if name == "cutting_plane":
+        return CuttingPlaneNetwork(**settings, n_jobs=config["n_jobs"])
+    return BackpropNetwork(**settings, random_state=seed, verbose=1)
 
 
 def build_model(config):

@@ -47,11 +47,16 @@ def default_registry():
     from features.feature_map import ConvReLUPool
     from features.filter_banks import GaussianFilters, KMeansFilters, RandomPatchFilters
     from features.whitening import PatchWhitener, ZCAWhitener
+    from pipeline.backprop import BackpropNetwork
     from pipeline.classifier import ConvexRFClassifier
+    from pipeline.closed_form import ClosedFormNetwork
+    from pipeline.cutting_plane import CuttingPlaneNetwork
+    from pipeline.least_squares import LeastSquaresClassifier
     from pipeline.output_layer import L1OutputLayer
 
     classes = (ZCAWhitener, PatchWhitener, ExtremePointFilters, RandomPatchFilters, KMeansFilters, GaussianFilters,
-               ConvReLUPool, L1OutputLayer, ConvexRFClassifier)
+               ConvReLUPool, L1OutputLayer, ConvexRFClassifier, LeastSquaresClassifier, BackpropNetwork,
+               CuttingPlaneNetwork, ClosedFormNetwork)
     return {cls.__name__: cls for cls in classes}
 
 

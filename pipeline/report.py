@@ -22,8 +22,16 @@ import yaml  # noqa: E402
 
 from .model_io import load_model  # noqa: E402
 
-# Convex-RF test accuracy in Ergen and Pilanci (JMLR 2021), 40,000 filters (method.md).
-PAPER = {"mnist": 0.9772, "cifar10": 0.8028}
+# Test accuracy in Ergen and Pilanci (JMLR 2021), Table 1 (method.md section 3): model -> dataset -> accuracy.
+PAPER = {
+    "least_squares": {"mnist": 0.8604, "cifar10": 0.3639},
+    "backprop": {"mnist": 0.9625, "cifar10": 0.4157},
+    "cutting_plane": {"mnist": 0.9694, "cifar10": 0.4216},
+    "convex_rf": {"mnist": 0.9772, "cifar10": 0.8028},
+}
+PAPER_NAMES = {"least_squares": "one-layer NN, least squares", "backprop": "two-layer NN, backpropagation",
+               "cutting_plane": "two-layer NN, convex (cutting plane)",
+               "convex_rf": "two-layer Convex-RF, 40000 filters"}
 
 # The page reports images that fail to load, in a banner and in <body data-images="...">.
 _IMAGE_CHECK = """<script>
@@ -53,8 +61,27 @@ class RunSummary:
             raise FileNotFoundError(f"{metrics_path} not found: {self.folder} is not a finished run "
                                     "(run `python run.py train --out FOLDER` first)")
         self.metrics = json.loads(metrics_path.read_text())
-        coef = load_model(self.folder).output_layer_.coef_
-        self.used_per_class = np.count_nonzero(coef, axis=0)
+        model = load_model(self.folder)
+        weights = model.output_layer_.coef_ if self.model == "convex_rf" else getattr(model, "output_weights_", None)
+        self.used_per_class = None if weights is None else np.count_nonzero(weights, axis=0)
+
+    @property
+    def model(self):
+        return self.metrics.get("model", "convex_rf")
+
+    @property
+    def size(self):
+        """Filters (Convex-RF) or hidden neurons (two-layer networks), as text."""
+        if self.model == "convex_rf":
+            return f"{self.metrics['n_filters']} {self.metrics.get('filter_method', 'extreme_point')} filters"
+        return f"{self.metrics['n_neurons']} neurons" if "n_neurons" in self.metrics else ""
+
+    @property
+    def sparsity(self):
+        """Used / all features of the output layer (Convex-RF), as text."""
+        if "n_features" not in self.metrics:
+            return ""
+        return f"{self.metrics['n_features_used']} / {self.metrics['n_features']}"
 
     @property
     def name(self):
@@ -84,7 +111,7 @@ def write_report(runs, out=None):
     summaries = [RunSummary(run) for run in runs]
     out = Path(out or summaries[0].folder)
     blocks = [("h1", "Convex-RF accuracy report"), ("h2", "Runs side by side"), ("table", _overview(summaries))]
-    if len(summaries) > 1:
+    if sum(s.model == "convex_rf" for s in summaries) > 1:
         blocks += [("h2", "Accuracy against the number of filters"),
                    ("img", _accuracy_plot(summaries, out / "accuracy_vs_filters.png"))]
     for index, run in enumerate(summaries):
@@ -98,23 +125,26 @@ def write_report(runs, out=None):
 
 
 def _overview(summaries):
-    header = ["run", "data", "filters", "features used", "accuracy (split)", "train accuracy",
-              "ridge read-out", "time (s)", "peak memory (MB)"]
-    rows = [[s.name, s.dataset, f"{s.metrics['n_filters']} {s.metrics.get('filter_method', 'extreme_point')}",
-             f"{s.metrics['n_features_used']} / {s.metrics['n_features']}", f"{s.accuracy:.4f} ({s.evaluated_on})",
-             f"{s.metrics['train_accuracy']:.4f}",
+    header = ["run", "model", "data (training images)", "filters / neurons", "features used", "accuracy (split)",
+              "train accuracy", "ridge read-out", "objective", "time (s)", "peak memory (MB)"]
+    rows = [[s.name, s.model, f"{s.dataset} ({s.metrics.get('n_train', '')})", s.size, s.sparsity,
+             f"{s.accuracy:.4f} ({s.evaluated_on})", f"{s.metrics['train_accuracy']:.4f}",
              f"{s.metrics['ridge_readout']['accuracy']:.4f}" if "ridge_readout" in s.metrics else "",
+             f"{s.metrics['objective']:.6g}" if "objective" in s.metrics else "",
              f"{s.seconds:.0f}", f"{s.metrics['peak_rss_mb']:.0f}"]
             for s in summaries]
-    rows += [["paper, Convex-RF (Ergen and Pilanci 2021)", dataset, "40000 extreme_point", "",
-              f"{PAPER[dataset]:.4f} (test)", "", "", "", ""] for dataset in sorted({s.dataset for s in summaries} & set(PAPER))]
+    shown = {(s.model, s.dataset) for s in summaries}
+    rows += [[f"paper (Ergen and Pilanci 2021): {PAPER_NAMES[model]}", model, dataset, "", "",
+              f"{PAPER[model][dataset]:.4f} (test)", "", "", "", "", ""]
+             for model in PAPER for dataset in ("mnist", "cifar10") if (model, dataset) in shown]
     return header, rows
 
 
 def _accuracy_plot(summaries, path):
     figure, axis = plt.subplots(figsize=(6, 4))
     for dataset in sorted({s.dataset for s in summaries}):
-        chosen = sorted((s.metrics["n_filters"], s.accuracy) for s in summaries if s.dataset == dataset)
+        chosen = sorted((s.metrics["n_filters"], s.accuracy) for s in summaries
+                        if s.dataset == dataset and s.model == "convex_rf")
         axis.plot(*zip(*chosen), marker="o", label=dataset)
     axis.set_xscale("log")
     axis.set_xlabel("filters")
@@ -144,18 +174,26 @@ def _confusion_plot(run, path):
 
 def _run_blocks(run, confusion_path):
     metrics = run.metrics
-    per_class = (["class", f"{run.evaluated_on} accuracy", "non-zero features"],
-                 [[name, f"{accuracy:.4f}", str(used)] for (name, accuracy), used
-                  in zip(metrics["per_class_accuracy"].items(), run.used_per_class)])
+    used = run.used_per_class if run.used_per_class is not None else [""] * len(metrics["classes"])
+    per_class = (["class", f"{run.evaluated_on} accuracy", "non-zero output weights"],
+                 [[name, f"{accuracy:.4f}", str(count)] for (name, accuracy), count
+                  in zip(metrics["per_class_accuracy"].items(), used)])
     stages = (["stage", "seconds"], [[stage, f"{seconds:.1f}"] for stage, seconds in metrics["stage_seconds"].items()])
-    return [("h2", f"Run {run.name}"),
-            ("p", f"{run.evaluated_on} accuracy {run.accuracy:.4f}, train accuracy {metrics['train_accuracy']:.4f}; "
-                  f"{metrics['n_filters']} filters, {metrics['n_features_used']} of {metrics['n_features']} features "
-                  f"used; peak memory {metrics['peak_rss_mb']:.0f} MB; folder {run.folder}"),
-            ("h3", "Per class"), ("table", per_class),
-            ("h3", f"Confusion matrix ({run.evaluated_on} split)"), ("img", _confusion_plot(run, confusion_path)),
-            ("h3", "Stages"), ("table", stages),
-            ("h3", "Config"), ("pre", yaml.safe_dump(metrics["config"], sort_keys=False))]
+    sparsity = f", {run.sparsity} features used" if run.sparsity else ""
+    blocks = [("h2", f"Run {run.name}"),
+              ("p", f"{run.model} on {metrics.get('n_train', '?')} training images: {run.evaluated_on} accuracy "
+                    f"{run.accuracy:.4f}, train accuracy {metrics['train_accuracy']:.4f}; {run.size}{sparsity}; "
+                    f"peak memory {metrics['peak_rss_mb']:.0f} MB; folder {run.folder}")]
+    if run.model == "cutting_plane":
+        blocks.append(("p", f"cutting plane: one network per class sharing {metrics['n_seed_neurons']} extreme-point "
+                            f"seed neurons; rounds per class {metrics['rounds_per_class']}; duality gap "
+                            f"{metrics['duality_gap']:.3g} (relative {metrics['relative_duality_gap']:.2e}, under "
+                            f"the spike-free relaxation); beta {metrics['beta']:.4g}"))
+    return blocks + [
+        ("h3", "Per class"), ("table", per_class),
+        ("h3", f"Confusion matrix ({run.evaluated_on} split)"), ("img", _confusion_plot(run, confusion_path)),
+        ("h3", "Stages"), ("table", stages),
+        ("h3", "Config"), ("pre", yaml.safe_dump(metrics["config"], sort_keys=False))]
 
 
 def _markdown(blocks):

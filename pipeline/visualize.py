@@ -17,34 +17,44 @@ from .model_io import load_model  # noqa: E402
 
 
 def filter_images(model):
-    """The filters as images (F, k, k, C) in [0, 1]."""
+    """The filters as images (F, k, k, C) in [0, 1]; for the two-layer networks of the other Table-1
+    models, their hidden neurons as (m, H, W, C) images."""
+    if not hasattr(model, "features_"):
+        return _scaled(model.hidden_weights_.T.reshape(-1, *model.image_shape_))
     features = model.features_
     filters = features.filter_bank_.filters_
     zca = features.whitener_.zca_
     if zca is not None:
         filters = filters @ zca.colouring_
     k, channels = features.patch_size, features.image_shape_[2]
-    patches = filters.reshape(len(filters), channels, k, k).transpose(0, 2, 3, 1)
+    return _scaled(filters.reshape(len(filters), channels, k, k).transpose(0, 2, 3, 1))
+
+
+def _scaled(patches):
+    """Each of the images (n, h, w, C) mapped to [0, 1]."""
     low = patches.min(axis=(1, 2, 3), keepdims=True)
     span = patches.max(axis=(1, 2, 3), keepdims=True) - low
     return (patches - low) / np.where(span > 0, span, 1.0)
 
 
 def filter_importance(model):
-    """(F, K): the sum over pooling regions of ``|coef|`` of each filter for each class."""
+    """(F, K): the sum over pooling regions of ``|coef|`` of each filter for each class (for a two-layer
+    network: ``|W|`` of each neuron)."""
+    if not hasattr(model, "features_"):
+        return np.abs(model.output_weights_)
     coef = model.output_layer_.coef_
     n_filters = len(model.features_.filter_bank_.filters_)
     return np.abs(coef).reshape(n_filters, -1, coef.shape[1]).sum(axis=1)
 
 
 def montage(images, columns):
-    """Tile (n, k, k, C) images into one (rows (k + 1) - 1, columns (k + 1) - 1, C) picture, 1-pixel gaps."""
-    n, k, _, channels = images.shape
+    """Tile (n, h, w, C) images into one (rows (h + 1) - 1, columns (w + 1) - 1, C) picture, 1-pixel gaps."""
+    n, height, width, channels = images.shape
     rows = -(-n // columns)
-    canvas = np.ones((rows * (k + 1) - 1, columns * (k + 1) - 1, channels))
+    canvas = np.ones((rows * (height + 1) - 1, columns * (width + 1) - 1, channels))
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
-        canvas[r * (k + 1):r * (k + 1) + k, c * (k + 1):c * (k + 1) + k] = image
+        canvas[r * (height + 1):r * (height + 1) + height, c * (width + 1):c * (width + 1) + width] = image
     return canvas
 
 
@@ -65,7 +75,8 @@ def save_filter_pictures(run, max_filters=400, per_class=10):
     columns = int(np.ceil(np.sqrt(len(shown))))
     figure, axis = plt.subplots(figsize=(8, 8 * np.ceil(len(shown) / columns) / columns + 0.5))
     _show(axis, montage(shown, columns))
-    axis.set_title(f"{len(shown)} of {len(images)} filters (un-whitened)")
+    what = "filters (un-whitened)" if hasattr(model, "features_") else "hidden neurons"
+    axis.set_title(f"{len(shown)} of {len(images)} {what}")
     figure.savefig(run / "filters.png", dpi=150, bbox_inches="tight")
     plt.close(figure)
 

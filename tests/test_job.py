@@ -176,8 +176,8 @@ def test_visualize_and_report_write_pictures_and_pages_that_render(tmp_path):
     assert run.main(["report", "--run", str(tmp_path / "run"), "--run", str(tmp_path / "small")]) == 0
     markdown = (tmp_path / "run" / "report.md").read_text()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert f"| run | digits | {metrics['n_filters']} extreme_point |" in markdown
-    assert "| small | digits | " in markdown and "accuracy_vs_filters.png" in markdown
+    assert f"| run | convex_rf | digits (1347) | {metrics['n_filters']} extreme_point filters |" in markdown
+    assert "| small | convex_rf | digits (1347) | " in markdown and "accuracy_vs_filters.png" in markdown
     page = (tmp_path / "run" / "report.html").read_text()
     for image in ("confusion_0.png", "confusion_1.png", "accuracy_vs_filters.png", "filters.png"):
         assert f'src="{image}"' in page and (tmp_path / "run" / image).is_file()
@@ -189,6 +189,34 @@ def test_visualize_and_report_write_pictures_and_pages_that_render(tmp_path):
                           (tmp_path / "run" / "report.html").as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
     assert '<body data-images="ok">' in dom  # every picture loaded (the page's own check)
+
+
+TABLE_MODELS = {"least_squares": [], "closed_form": ["data.n_train=40", "closed_form.beta=0.5"],
+                "backprop": ["backprop.n_hidden=50", "backprop.learning_rate=1e-2"],
+                "cutting_plane": ["data.n_train=300", "cutting_plane.max_rounds=5"]}
+
+
+def test_the_other_table_1_models_train_report_and_visualize(tmp_path, capsys):
+    for model, settings in TABLE_MODELS.items():
+        assert train(tmp_path, f"model={model}", *settings, out=model) == 0
+        metrics = json.loads((tmp_path / model / "metrics.json").read_text())
+        assert metrics["model"] == model and metrics["objective"] > 0
+        assert metrics["test_accuracy"] > {"closed_form": 0.3}.get(model, 0.85), model
+        assert set(metrics["stage_seconds"]) == {"data", model, "evaluate"}
+    cutting_plane = json.loads((tmp_path / "cutting_plane" / "metrics.json").read_text())
+    assert 0 <= cutting_plane["relative_duality_gap"] < 1 and len(cutting_plane["rounds_per_class"]) == 10
+    assert run.main(["visualize", "--run", str(tmp_path / "cutting_plane")]) == 0
+    assert Image.open(tmp_path / "cutting_plane" / "filters.png").size[0] > 100
+    assert run.main(["report"] + [f"--run={tmp_path / model}" for model in TABLE_MODELS]) == 0
+    markdown = (tmp_path / "least_squares" / "report.md").read_text()
+    for model, n_train in (("least_squares", 1347), ("closed_form", 40), ("backprop", 1347), ("cutting_plane", 300)):
+        assert f"| {model} | {model} | digits ({n_train}) |" in markdown
+    assert "duality gap" in markdown and "accuracy_vs_filters.png" not in markdown
+    capsys.readouterr()
+    assert train(tmp_path, "model=closed_form", out="too_many") == 2
+    assert "needs at most as many images as pixels (64); got 1347" in capsys.readouterr().err
+    assert train(tmp_path, "model=closed_form", "data.n_train=60", out="low_rank") == 2
+    assert "span only 53 dimensions" in capsys.readouterr().err
 
 
 def test_report_of_a_folder_without_a_finished_run_exits_2(tmp_path, capsys):
