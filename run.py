@@ -86,7 +86,7 @@ def predict(args):
     from pipeline.model_io import load_model
 
     model = load_model(args.run)
-    files, images = read_images_for_prediction(args.images, model.features_.image_shape_)
+    files, images = read_images_for_prediction(args.images, model.image_shape_)
     scores = model.class_scores(images)
     best = scores.argmax(axis=1)
     csv_path = args.csv if args.csv is not None else args.run / "predictions.csv"

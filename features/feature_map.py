@@ -136,6 +136,7 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
     filter_bank : a transformer whose ``fit(patches)`` sets ``filters_`` (F, d) and ``bias_`` (F,),
         :class:`features.extreme_points.ExtremePointFilters` if None
     stride, pooling, grid, memory_mb, device : see :func:`conv_relu_pool`
+    two_sided : bool, also the responses to the negated filters, ``max(-(z u + b), 0)`` (2F filters)
     image_shape : None, (H, W) or (H, W, C): the shape of one image when rows are flattened
         (see :mod:`features.images`)
     random_state : int, numpy Generator or None, seeds the patch sampling
@@ -144,13 +145,14 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     whitener_ : fitted whitener; filter_bank_ : fitted filter bank
-    weights_ : (d, F) and offset_ : (F,), the folded affine map of normalised patches
+    weights_ : (d, F) and offset_ : (F,), the folded affine map of normalised patches ((d, 2F) and (2F,),
+        the negated filters second, when ``two_sided``)
     image_shape_ : (H, W, C) seen in fit; n_features_in_ : ``H * W * C``
     """
 
     def __init__(self, patch_size=5, n_patches=1000, whitener=None, filter_bank=None, stride=1,
-                 pooling="sum", grid=2, memory_mb=32, device="cpu", image_shape=None, random_state=None,
-                 verbose=0):
+                 pooling="sum", grid=2, memory_mb=32, device="cpu", two_sided=False, image_shape=None,
+                 random_state=None, verbose=0):
         self.patch_size = patch_size
         self.n_patches = n_patches
         self.whitener = whitener
@@ -160,6 +162,7 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         self.grid = grid
         self.memory_mb = memory_mb
         self.device = device
+        self.two_sided = two_sided
         self.image_shape = image_shape
         self.random_state = random_state
         self.verbose = verbose
@@ -183,12 +186,15 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
             raise ValueError(f"the filter bank is empty: all {count} patches lie inside the convex hull of "
                              "the others (constant or repeated patches); use more varied images")
         self.weights_, self.offset_ = self.whitener_.fold(self.filter_bank_.filters_, self.filter_bank_.bias_)
+        if self.two_sided:
+            self.weights_ = np.hstack([self.weights_, -self.weights_])
+            self.offset_ = np.hstack([self.offset_, -self.offset_])
         self.image_shape_ = tuple(int(s) for s in images.shape[1:])
         self.n_features_in_ = int(np.prod(self.image_shape_))
         return self
 
     def transform(self, X):
-        """Pooled features, float32 (N, F * grid**2), of images ``X``."""
+        """Pooled features, float32 (N, F * grid**2), of images ``X`` (2F filters when ``two_sided``)."""
         check_is_fitted(self, "weights_")
         images = check_images(X, self.image_shape, self.image_shape_, type(self).__name__)
         with tqdm(total=len(images), desc="features", unit="img", leave=False,

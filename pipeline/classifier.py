@@ -61,6 +61,11 @@ class ConvexRFClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = self.features_.n_features_in_
         return self
 
+    @property
+    def image_shape_(self):
+        """(H, W, C) of the training images."""
+        return self.features_.image_shape_
+
     def pooled_features(self, X):
         """Pooled features (N, F * grid**2) of images ``X``: the output layer's input."""
         check_is_fitted(self, "output_layer_")

@@ -49,6 +49,7 @@ DEFAULTS = {
         "grid": 2,                  # pool over grid x grid regions (2: the four quadrants)
         "memory_mb": 32,            # budget of one chunk of the feature computation (MiB)
         "device": "cpu",            # torch device: cpu | cuda
+        "two_sided": False,         # also the responses to the negated filters (2F filters)
         "storage": "memory",        # memory | disk (OUT/cache/*.npy, streamed by the output layer)
         "dtype": "float32",         # disk storage: float32 | float16
         "n_jobs": 1,                # joblib workers computing blocks of 256 images (torch threads otherwise)

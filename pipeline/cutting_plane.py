@@ -23,14 +23,20 @@ sample, and the gap reported is the gap under the relaxation. Lemma 7's extreme-
 Several classes: one network per class (one-hot target column), all sharing the seed neurons.
 """
 
+import logging
+import warnings
+
 import numpy as np
 import scipy.optimize
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso
 
 from features.extreme_points import ExtremePointFilters
 
 from .two_layer import TwoLayerNetworkMixin, hidden_layer
+
+logger = logging.getLogger(__name__)
 
 
 def spike_free_violator(rows, residual, bias):
@@ -75,37 +81,70 @@ def cutting_plane(rows, targets, beta, seed_hidden, seed_bias, bias=True, max_ro
     """Algorithm 1 for a scalar target (n,), starting from the neurons ``seed_hidden`` (d, m0) with
     biases ``seed_bias`` (m0,); stops when no neuron violates the dual constraint by more than
     ``tol * beta`` or after ``max_rounds`` rounds. Returns a :class:`CuttingPlaneResult`."""
-    hidden, hidden_bias = seed_hidden, seed_bias
-    weights, offset = np.zeros(hidden.shape[1]), float(np.mean(targets)) if bias else 0.0
+    layer = RestrictedOutputLayer(rows, targets, bias)
+    layer.add(seed_hidden, seed_bias)
     for rounds in range(1, max_rounds + 1):
-        if hidden.shape[1]:
-            weights, offset = _l1_output_layer(hidden_layer(rows, hidden, hidden_bias), targets, beta, bias,
-                                               weights, lasso_tol)
-        residual = targets - hidden_layer(rows, hidden, hidden_bias) @ weights - offset
-        found = [spike_free_violator(rows, sign * residual, bias) for sign in (1.0, -1.0)]
+        layer.solve(beta, lasso_tol)
+        found = [spike_free_violator(rows, sign * layer.residual, bias) for sign in (1.0, -1.0)]
         violators = [(u, b) for value, u, b in found if value > beta * (1 + tol)]
         if not violators:
             break
-        hidden = np.column_stack([hidden] + [u for u, _ in violators])
-        hidden_bias = np.concatenate([hidden_bias, [b for _, b in violators]])
-        weights = np.concatenate([weights, np.zeros(len(violators))])
-    features = hidden_layer(rows, hidden, hidden_bias)
-    max_violation = max([value for value, _, _ in found] + list(np.abs(features.T @ residual)))
-    objective = 0.5 * residual @ residual + beta * np.sum(np.abs(weights))
+        layer.add(np.column_stack([u for u, _ in violators]), np.array([b for _, b in violators]))
+    residual = layer.residual
+    max_violation = max([value for value, _, _ in found] + list(np.abs(layer.centered.T @ residual)))
+    objective = 0.5 * residual @ residual + beta * np.sum(np.abs(layer.weights))
     dual_point = residual * min(1.0, beta / max_violation) if max_violation > 0 else residual
     dual_value = dual_point @ targets - 0.5 * dual_point @ dual_point
-    return CuttingPlaneResult(hidden, hidden_bias, weights, offset, rounds, float(objective),
+    return CuttingPlaneResult(layer.hidden, layer.bias, layer.weights, layer.offset, rounds, float(objective),
                               float(objective - dual_value), float(max_violation))
 
 
-def _l1_output_layer(features, targets, beta, intercept, start, tol):
-    """``min_w 1/2 ||F w + c - y||^2 + beta ||w||_1`` (scikit-learn's coordinate descent, whose objective
-    is this one divided by n). Returns (w, c)."""
-    lasso = Lasso(alpha=beta / len(targets), fit_intercept=intercept, tol=tol, max_iter=100_000,
-                  precompute=True, warm_start=True)
-    lasso.coef_ = start
-    lasso.fit(features, targets)
-    return lasso.coef_.copy(), float(lasso.intercept_)
+class RestrictedOutputLayer:
+    """The l1 output layer ``min_w 1/2 ||F w + c - y||^2 + beta ||w||_1`` over a growing neuron set.
+
+    Keeps the neurons' features ``F`` (n, m) centred (with a free offset ``c``) and their Gram matrix,
+    extended column by column as neurons are added, and solves by scikit-learn's coordinate descent
+    (whose objective is this one divided by n) warm-started from the previous weights. A solve that stops
+    short of ``tol`` is not an error: the duality gap that :func:`cutting_plane` reports measures it.
+
+    Attributes: ``hidden`` (d, m), ``bias`` (m,), ``centered`` (n, m), ``weights`` (m,), ``offset``,
+    ``residual`` (n,) ``y - F w - c``.
+    """
+
+    def __init__(self, rows, targets, intercept):
+        self.rows, self.targets, self.intercept = rows, targets, intercept
+        self.hidden, self.bias = np.zeros((rows.shape[1], 0)), np.zeros(0)
+        self.centered, self.means, self.gram = np.zeros((len(rows), 0)), np.zeros(0), np.zeros((0, 0))
+        self.weights = np.zeros(0)
+        self.offset = float(np.mean(targets)) if intercept else 0.0
+        self.residual = targets - self.offset
+
+    def add(self, hidden, bias):
+        """Add neurons ``hidden`` (d, k) with biases (k,) at zero weight."""
+        features = hidden_layer(self.rows, hidden, bias)
+        means = features.mean(axis=0) if self.intercept else np.zeros(features.shape[1])
+        features -= means
+        cross = self.centered.T @ features
+        self.gram = np.block([[self.gram, cross], [cross.T, features.T @ features]])
+        self.centered = np.column_stack([self.centered, features])
+        self.hidden, self.bias = np.column_stack([self.hidden, hidden]), np.concatenate([self.bias, bias])
+        self.means = np.concatenate([self.means, means])
+        self.weights = np.concatenate([self.weights, np.zeros(features.shape[1])])
+
+    def solve(self, beta, tol):
+        """Re-fit the weights for penalty ``beta``; updates ``weights``, ``offset`` and ``residual``."""
+        if not len(self.weights):
+            return
+        centered_targets = self.targets - (np.mean(self.targets) if self.intercept else 0.0)
+        lasso = Lasso(alpha=beta / len(self.targets), fit_intercept=False, precompute=self.gram, tol=tol,
+                      max_iter=20_000, warm_start=True)
+        lasso.coef_ = self.weights
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            lasso.fit(self.centered, centered_targets)
+        self.weights = lasso.coef_.copy()
+        self.offset = float(np.mean(self.targets) - self.means @ self.weights) if self.intercept else 0.0
+        self.residual = centered_targets - self.centered @ self.weights
 
 
 class CuttingPlaneNetwork(TwoLayerNetworkMixin, BaseEstimator):
@@ -149,8 +188,14 @@ class CuttingPlaneNetwork(TwoLayerNetworkMixin, BaseEstimator):
         targets = self._one_hot(y, len(rows))
         seed_hidden, seed_bias = self._seeds(rows)
         self.beta_ = self.beta * self._beta_max(rows, targets, seed_hidden, seed_bias) if self.relative else self.beta
-        results = [cutting_plane(rows, column, self.beta_, seed_hidden, seed_bias, self.bias, self.max_rounds,
-                                 self.tol) for column in targets.T]
+        results = []
+        for name, column in zip(self.classes_, targets.T):
+            results.append(cutting_plane(rows, column, self.beta_, seed_hidden, seed_bias, self.bias,
+                                         self.max_rounds, self.tol))
+            logger.info(f"[cutting_plane] class {name}: {results[-1].rounds} rounds, "
+                        f"{results[-1].hidden.shape[1] - len(seed_bias)} neurons added, "
+                        f"{np.count_nonzero(results[-1].weights)} used, relative duality gap "
+                        f"{results[-1].gap / results[-1].objective:.2e}")
         self._store_network(results, len(seed_bias))
         self.objective_ = float(sum(result.objective for result in results))
         self.duality_gap_ = float(sum(result.gap for result in results))

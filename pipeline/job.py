@@ -137,7 +137,9 @@ def fit_pixel_model(config, train_set, test_set, stages, log):
         model = stages.fit(config["model"], build_pixel_model(config), train_set.images, classes[train_set.labels])
     except WhiteningError as error:
         raise ConfigError([f"model closed_form: {error}"]) from None
+    start = time.perf_counter()
     predictions = tuple(np.searchsorted(classes, model.predict(split.images)) for split in (train_set, test_set))
+    stages.seconds["evaluate"] = round(time.perf_counter() - start, 3)
     details = {"objective": float(model.objective_)}
     if hasattr(model, "n_neurons_"):
         details["n_neurons"] = model.n_neurons_
@@ -207,7 +209,8 @@ def build_model(config):
     feature_map = ConvReLUPool(
         patch_size=patches["size"], n_patches=patches["count"], whitener=whitener, filter_bank=build_filter_bank(config),
         stride=features["stride"], pooling=features["pooling"], grid=features["grid"],
-        memory_mb=features["memory_mb"], device=features["device"], random_state=config["seed"], verbose=1)
+        memory_mb=features["memory_mb"], device=features["device"], two_sided=features["two_sided"],
+        random_state=config["seed"], verbose=1)
     return ConvexRFClassifier(features=feature_map, output_layer=L1OutputLayer(**config["output"]))
 
 

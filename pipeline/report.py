@@ -127,7 +127,8 @@ def write_report(runs, out=None):
 def _overview(summaries):
     header = ["run", "model", "data (training images)", "filters / neurons", "features used", "accuracy (split)",
               "train accuracy", "ridge read-out", "objective", "time (s)", "peak memory (MB)"]
-    rows = [[s.name, s.model, f"{s.dataset} ({s.metrics.get('n_train', '')})", s.size, s.sparsity,
+    rows = [[s.name, s.model, f"{s.dataset} ({s.metrics['n_train']})" if "n_train" in s.metrics else s.dataset,
+             s.size, s.sparsity,
              f"{s.accuracy:.4f} ({s.evaluated_on})", f"{s.metrics['train_accuracy']:.4f}",
              f"{s.metrics['ridge_readout']['accuracy']:.4f}" if "ridge_readout" in s.metrics else "",
              f"{s.metrics['objective']:.6g}" if "objective" in s.metrics else "",
@@ -181,7 +182,7 @@ def _run_blocks(run, confusion_path):
     stages = (["stage", "seconds"], [[stage, f"{seconds:.1f}"] for stage, seconds in metrics["stage_seconds"].items()])
     sparsity = f", {run.sparsity} features used" if run.sparsity else ""
     blocks = [("h2", f"Run {run.name}"),
-              ("p", f"{run.model} on {metrics.get('n_train', '?')} training images: {run.evaluated_on} accuracy "
+              ("p", f"{run.model} on {metrics.get('n_train', 'all')} training images: {run.evaluated_on} accuracy "
                     f"{run.accuracy:.4f}, train accuracy {metrics['train_accuracy']:.4f}; {run.size}{sparsity}; "
                     f"peak memory {metrics['peak_rss_mb']:.0f} MB; folder {run.folder}")]
     if run.model == "cutting_plane":

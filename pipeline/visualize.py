@@ -38,13 +38,15 @@ def _scaled(patches):
 
 
 def filter_importance(model):
-    """(F, K): the sum over pooling regions of ``|coef|`` of each filter for each class (for a two-layer
+    """(F, K): the sum over pooling regions (and both signs of a two-sided encoding) of ``|coef|`` of each
+    filter for each class (for a two-layer
     network: ``|W|`` of each neuron)."""
     if not hasattr(model, "features_"):
         return np.abs(model.output_weights_)
     coef = model.output_layer_.coef_
     n_filters = len(model.features_.filter_bank_.filters_)
-    return np.abs(coef).reshape(n_filters, -1, coef.shape[1]).sum(axis=1)
+    sides = model.features_.weights_.shape[1] // n_filters  # 2 for a two-sided encoding
+    return np.abs(coef).reshape(sides, n_filters, -1, coef.shape[1]).sum(axis=(0, 2))
 
 
 def montage(images, columns):

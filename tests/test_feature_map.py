@@ -122,3 +122,16 @@ def test_features_on_a_dask_cluster_are_identical_to_the_local_ones(tmp_path):
                                                                 scheduler=client)
         assert len(tasks.data) >= 5  # five blocks of images went to the cluster
     np.testing.assert_array_equal(np.load(store.path), local)
+
+
+def test_a_two_sided_encoding_adds_the_responses_to_the_negated_filters():
+    from features.feature_map import ConvReLUPool
+
+    images = np.random.default_rng(5).integers(0, 256, size=(6, 10, 10, 1), dtype=np.uint8)
+    one_sided = ConvReLUPool(patch_size=3, n_patches=60, grid=2, random_state=0).fit(images)
+    two_sided = ConvReLUPool(patch_size=3, n_patches=60, grid=2, two_sided=True, random_state=0).fit(images)
+    n_filters = one_sided.weights_.shape[1]
+    negated = conv_relu_pool(images, -one_sided.weights_, -one_sided.offset_, patch_size=3, eps=0.01)
+    np.testing.assert_allclose(two_sided.transform(images),
+                               np.hstack([one_sided.transform(images), negated]), rtol=1e-5, atol=1e-5)
+    assert two_sided.transform(images).shape == (6, 2 * n_filters * 4)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.datasets import load_digits
 
 import run
 from pipeline.model_io import load_model
@@ -102,12 +103,15 @@ def test_a_job_killed_mid_stage_resumes_to_the_same_model(tmp_path):
             == json.loads((tmp_path / "straight" / "metrics.json").read_text())["confusion_matrix"])
 
 
-def test_predict_writes_a_csv_for_an_image_folder_tree_and_refuses_other_sizes(tmp_path, capsys):
-    from sklearn.datasets import load_digits
+def load_digits_images(count):
+    """The last ``count`` of scikit-learn's digits as uint8 (count, 8, 8) images."""
+    return np.round(load_digits().images[-count:] * (255 / 16)).astype(np.uint8)
 
+
+def test_predict_writes_a_csv_for_an_image_folder_tree_and_refuses_other_sizes(tmp_path, capsys):
     assert train(tmp_path) == 0
     digits = load_digits()
-    images = np.round(digits.images[-12:] * (255 / 16)).astype(np.uint8)
+    images = load_digits_images(12)
     for i, (image, label) in enumerate(zip(images, digits.target[-12:])):
         (tmp_path / "new" / str(label)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(tmp_path / "new" / str(label) / f"{i:02d}.png")
@@ -205,6 +209,13 @@ def test_the_other_table_1_models_train_report_and_visualize(tmp_path, capsys):
         assert set(metrics["stage_seconds"]) == {"data", model, "evaluate"}
     cutting_plane = json.loads((tmp_path / "cutting_plane" / "metrics.json").read_text())
     assert 0 <= cutting_plane["relative_duality_gap"] < 1 and len(cutting_plane["rounds_per_class"]) == 10
+    images = load_digits_images(4)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    assert run.main(["predict", "--run", str(tmp_path / "backprop"), "--images", str(tmp_path)]) == 0
+    with open(tmp_path / "backprop" / "predictions.csv", newline="") as handle:
+        predicted = [row["predicted_class"] for row in csv.DictReader(handle)]
+    assert predicted == list(load_model(tmp_path / "backprop").predict(images))
     assert run.main(["visualize", "--run", str(tmp_path / "cutting_plane")]) == 0
     assert Image.open(tmp_path / "cutting_plane" / "filters.png").size[0] > 100
     assert run.main(["report"] + [f"--run={tmp_path / model}" for model in TABLE_MODELS]) == 0
