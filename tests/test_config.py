@@ -78,3 +78,19 @@ def test_cuda_without_a_gpu_is_refused_before_any_work():
         pytest.skip("a CUDA device is present: the cuda config is valid here")
     with pytest.raises(ConfigError, match="features.device is cuda but torch finds no CUDA device"):
         load_config(overrides=["features.device=cuda"])
+    with pytest.raises(ConfigError, match="backprop.device is cuda but torch finds no CUDA device"):
+        load_config(overrides=["model=backprop", "backprop.device=cuda"])
+
+
+def test_model_choice_and_model_sections_are_validated():
+    assert load_config(overrides=["model=cutting_plane"])["model"] == "cutting_plane"
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=["model=svm", "backprop.n_hidden=0", "cutting_plane.max_rounds=0",
+                               "closed_form.beta=-1", "backprop.hiden=3"])
+    problems = error.value.problems
+    assert any("model must be one of convex_rf, least_squares, backprop, cutting_plane, closed_form" in p
+               for p in problems)
+    assert any("backprop.n_hidden must be at least 1" in p for p in problems)
+    assert any("cutting_plane.max_rounds must be at least 1" in p for p in problems)
+    assert any("closed_form.beta must be >= 0" in p for p in problems)
+    assert any("unknown key backprop.hiden (did you mean backprop.n_hidden?)" in p for p in problems)
