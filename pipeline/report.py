@@ -180,11 +180,11 @@ def _run_blocks(run, confusion_path):
                  [[name, f"{accuracy:.4f}", str(count)] for (name, accuracy), count
                   in zip(metrics["per_class_accuracy"].items(), used)])
     stages = (["stage", "seconds"], [[stage, f"{seconds:.1f}"] for stage, seconds in metrics["stage_seconds"].items()])
-    sparsity = f", {run.sparsity} features used" if run.sparsity else ""
-    blocks = [("h2", f"Run {run.name}"),
-              ("p", f"{run.model} on {metrics.get('n_train', 'all')} training images: {run.evaluated_on} accuracy "
-                    f"{run.accuracy:.4f}, train accuracy {metrics['train_accuracy']:.4f}; {run.size}{sparsity}; "
-                    f"peak memory {metrics['peak_rss_mb']:.0f} MB; folder {run.folder}")]
+    facts = [f"{run.model} on {metrics.get('n_train', 'all')} training images: {run.evaluated_on} accuracy "
+             f"{run.accuracy:.4f}, train accuracy {metrics['train_accuracy']:.4f}", run.size,
+             f"{run.sparsity} features used" if run.sparsity else "", f"peak memory {metrics['peak_rss_mb']:.0f} MB",
+             f"folder {run.folder}"]
+    blocks = [("h2", f"Run {run.name}"), ("p", "; ".join(fact for fact in facts if fact))]
     if run.model == "cutting_plane":
         blocks.append(("p", f"cutting plane: one network per class sharing {metrics['n_seed_neurons']} extreme-point "
                             f"seed neurons; rounds per class {metrics['rounds_per_class']}; duality gap "
