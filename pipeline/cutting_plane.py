@@ -112,12 +112,13 @@ class RestrictedOutputLayer:
     """
 
     def __init__(self, rows, targets, intercept):
-        self.rows, self.targets, self.intercept = rows, targets, intercept
+        self.rows, self.intercept = rows, intercept
+        self.target_mean = float(np.mean(targets)) if intercept else 0.0
+        self.centered_targets = targets - self.target_mean
         self.hidden, self.bias = np.zeros((rows.shape[1], 0)), np.zeros(0)
         self.centered, self.means, self.gram = np.zeros((len(rows), 0)), np.zeros(0), np.zeros((0, 0))
         self.weights = np.zeros(0)
-        self.offset = float(np.mean(targets)) if intercept else 0.0
-        self.residual = targets - self.offset
+        self.offset, self.residual = self.target_mean, self.centered_targets
 
     def add(self, hidden, bias):
         """Add neurons ``hidden`` (d, k) with biases (k,) at zero weight."""
@@ -135,16 +136,15 @@ class RestrictedOutputLayer:
         """Re-fit the weights for penalty ``beta``; updates ``weights``, ``offset`` and ``residual``."""
         if not len(self.weights):
             return
-        centered_targets = self.targets - (np.mean(self.targets) if self.intercept else 0.0)
-        lasso = Lasso(alpha=beta / len(self.targets), fit_intercept=False, precompute=self.gram, tol=tol,
+        lasso = Lasso(alpha=beta / len(self.rows), fit_intercept=False, precompute=self.gram, tol=tol,
                       max_iter=20_000, warm_start=True)
         lasso.coef_ = self.weights
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            lasso.fit(self.centered, centered_targets)
+            lasso.fit(self.centered, self.centered_targets)
         self.weights = lasso.coef_.copy()
-        self.offset = float(np.mean(self.targets) - self.means @ self.weights) if self.intercept else 0.0
-        self.residual = centered_targets - self.centered @ self.weights
+        self.offset = self.target_mean - float(self.means @ self.weights)
+        self.residual = self.centered_targets - self.centered @ self.weights
 
 
 class CuttingPlaneNetwork(TwoLayerNetworkMixin, BaseEstimator):
@@ -226,10 +226,9 @@ class CuttingPlaneNetwork(TwoLayerNetworkMixin, BaseEstimator):
         hidden_bias = np.concatenate([results[0].bias[:n_seeds]] + [result.bias[n_seeds:] for result in results])
         output = np.zeros((hidden.shape[1], n_classes))
         output[:n_seeds] = np.column_stack([result.weights[:n_seeds] for result in results])
-        start = n_seeds
+        edges = n_seeds + np.cumsum([0] + [block.shape[1] for block in added])
         for k, result in enumerate(results):
-            output[start:start + result.hidden.shape[1] - n_seeds, k] = result.weights[n_seeds:]
-            start += result.hidden.shape[1] - n_seeds
+            output[edges[k]:edges[k + 1], k] = result.weights[n_seeds:]
         used = np.any(output != 0, axis=1)
         self.hidden_weights_, self.hidden_bias_ = hidden[:, used], hidden_bias[used]
         self.output_weights_ = output[used]

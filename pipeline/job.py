@@ -45,7 +45,7 @@ def train(config, out_dir, log=print):
     """Run the whole job; write ``model.npz`` / ``model.json`` and ``metrics.json`` to ``out_dir``.
 
     ``config["model"]`` picks the model: ``convex_rf`` (the staged pipeline) or one of the other models
-    of the paper's Table 1 on raw pixels (:data:`PIXEL_MODELS`). Returns the metrics dict.
+    of the paper's Table 1 on raw pixels (:func:`build_pixel_model`). Returns the metrics dict.
     """
     out_dir = Path(out_dir)
     if remove_stale_temporaries(out_dir):
