@@ -15,15 +15,15 @@ objective, seconds).
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training import REPO, train_run
+
+sys.path.insert(0, str(REPO))
 
 from pipeline.report import write_report  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 MODELS = ("least_squares", "closed_form", "cutting_plane", "backprop", "convex_rf")
 # Training images per model where its cost demands a subsample: the closed form needs n <= rank of the
 # pixels (MNIST: 712 non-constant pixels), the cutting plane's seeds and restricted LASSO grow as n^2.
@@ -43,16 +43,11 @@ def parse_args(argv):
 
 def run_model(model, args, overrides=()):
     """Train ``model`` into ``OUT/model`` (unless it holds a finished run); returns (run folder, metrics)."""
+    settings = [f"model={model}", *args.overrides, *overrides]
+    if args.dataset in SUBSAMPLE.get(model, {}):
+        settings.append(f"data.n_train={SUBSAMPLE[model][args.dataset]}")
     folder = args.out / model
-    if not (folder / "metrics.json").is_file():
-        settings = [f"model={model}", *args.overrides, *overrides]
-        if args.dataset in SUBSAMPLE.get(model, {}):
-            settings.append(f"data.n_train={SUBSAMPLE[model][args.dataset]}")
-        config = REPO / "configs" / f"{args.dataset}.yaml"
-        command = [sys.executable, str(REPO / "run.py"), "train", "--config", str(config),
-                   "--data-root", str(args.data_root), "--out", str(folder)]
-        subprocess.run(command + [arg for setting in settings for arg in ("--set", setting)], check=True)
-    return folder, json.loads((folder / "metrics.json").read_text())
+    return folder, train_run(folder, args.dataset, args.data_root, settings)
 
 
 def main(argv=None):

@@ -162,3 +162,51 @@ def _stored(block, dtype):
         raise ValueError(f"features up to {np.abs(block).max():.4g} overflow float16 (largest "
                          f"{np.finfo(np.float16).max:.0f}): store them as float32 or use mean pooling")
     return block.astype(dtype, copy=False)
+
+
+class ArrayFeatures:
+    """An in-memory (N, F) feature matrix behind :class:`FeatureStore`'s reading interface.
+
+    Lets the output layer's working-set solve (:mod:`pipeline.out_of_core`) run on features that fit in
+    memory but whose float64 standardised copy (``8 N F`` bytes) or F x F Gram matrix would not: it reads
+    ``array`` (float32 or float64, never copied whole) in row blocks like a store's file.
+    """
+
+    complete = True
+
+    def __init__(self, array):
+        self.array = array
+        self.path = "<in memory>"
+
+    @property
+    def shape(self):
+        return self.array.shape
+
+    @property
+    def dtype(self):
+        return self.array.dtype
+
+    def __len__(self):
+        return self.shape[0]
+
+    def row_blocks(self, block_rows=None, dtype=np.float32):
+        """Yield ``(start, rows)`` of about 64 MiB of float64 values each, as ``dtype``."""
+        block_rows = block_rows or max(1, (64 << 20) // max(1, 8 * self.shape[1]))
+        for start in range(0, self.shape[0], block_rows):
+            yield start, self.array[start:start + block_rows].astype(dtype)
+
+    def columns(self, index, dtype=np.float64):
+        """The columns ``index``, (N, len(index)) ``dtype``."""
+        return self.array[:, index].astype(dtype)
+
+    def mean(self):
+        """(F,) float64 column means."""
+        return np.mean(self.array, axis=0, dtype=np.float64)
+
+    def std(self):
+        """(F,) float64 column standard deviations (population), in one pass over row blocks."""
+        mean, total = self.mean(), np.zeros(self.shape[1])
+        for _, block in self.row_blocks(dtype=np.float64):
+            block -= mean
+            total += np.einsum("ij,ij->j", block, block)
+        return np.sqrt(total / self.shape[0])

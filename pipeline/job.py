@@ -18,9 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import RidgeClassifierCV
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from data import load_splits, stratified_split, stratified_subsample
 from features.extreme_points import ExtremePointFilters
@@ -38,6 +35,7 @@ from .evaluation import classification_metrics
 from .least_squares import LeastSquaresClassifier
 from .model_io import save_model
 from .output_layer import L1OutputLayer
+from .ridge import ridge_readout as fit_ridge_readout
 from .stages import CachedStages
 
 
@@ -109,11 +107,12 @@ def fit_convex_rf(config, train_set, test_set, stages, log):
     test_features = stages.transform("test_features", model.features_, test_set.images, after="features")
     n_used = int(np.count_nonzero(np.any(output_layer.coef_ != 0, axis=1)))
     log(f"[output] beta = {output_layer.beta_:.4g} (beta_max {output_layer.beta_max_:.4g}), "
-        f"{n_used} of {output_layer.coef_.shape[0]} features used, {output_layer.n_iter_} SPGL1 iterations")
+        f"{n_used} of {output_layer.coef_.shape[0]} features used"
+        f"{' (least-squares refit on them)' if output_layer.refit else ''}, {output_layer.n_iter_} SPGL1 iterations")
     start = time.perf_counter()
     predictions = tuple(np.searchsorted(classes, output_layer.predict(features))
                         for features in (train_features, test_features))
-    ridge = (ridge_readout(train_features, train_set.labels, test_features, test_set.labels, log)
+    ridge = (ridge_readout(train_features, train_set.labels, test_features, test_set.labels, config["seed"], log)
              if config["ridge_readout"] else None)
     stages.seconds["evaluate"] = round(time.perf_counter() - start, 3)
     details = {
@@ -173,17 +172,13 @@ def load_data(data_config, seed):
     return train_set, test_set
 
 
-def ridge_readout(train_features, train_labels, eval_features, eval_labels, log):
-    """A ridge read-out on the same (standardised) features, its penalty chosen by leave-one-out
-    (scikit-learn's ``RidgeClassifierCV``), for comparison with the l1 output layer; None (and a log
-    line) for features on disk."""
+def ridge_readout(train_features, train_labels, eval_features, eval_labels, seed, log):
+    """:func:`pipeline.ridge.ridge_readout` on the same features, for comparison with the l1 output layer;
+    None (and a log line) for features on disk."""
     if not isinstance(train_features, np.ndarray):
         log("[evaluate] ridge read-out skipped: the features are on disk")
         return None
-    ridge = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=np.logspace(-1, 5, 13)))
-    ridge.fit(train_features, train_labels)
-    result = {"alpha": float(ridge[-1].alpha_), "train_accuracy": float(ridge.score(train_features, train_labels)),
-              "accuracy": float(ridge.score(eval_features, eval_labels))}
+    result = fit_ridge_readout(train_features, train_labels, eval_features, eval_labels, seed)
     log(f"[evaluate] ridge read-out (alpha {result['alpha']:.3g}): accuracy {result['accuracy']:.4f}")
     return result
 

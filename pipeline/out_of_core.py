@@ -1,4 +1,6 @@
-"""The output-layer problem on features stored on disk (:class:`pipeline.feature_store.FeatureStore`).
+"""The output-layer problem on features stored on disk (:class:`pipeline.feature_store.FeatureStore`), or
+on in-memory features with more columns than the working set (:class:`pipeline.feature_store.ArrayFeatures`,
+always the ``"working_set"`` way).
 
 Two ways, both solving the same problem as the in-memory path (standardised features, centred
 one-hot targets, the modes and norms of :mod:`pipeline.output_layer`):

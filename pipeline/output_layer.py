@@ -32,12 +32,14 @@ safeguarded root-find in ``tau``, warm-starting every SPGL1 LASSO solve from the
   ``tau = Omega(W)``.
 
 It stops when ``|lambda - beta| <= rtol * beta`` on a finished LASSO solve, ``rtol = 1e-4`` at the
-default ``tol = 1e-6`` (``min(1e-4, max(100 tol, 1e-7))``): at an exact LASSO solution with
+default ``tol = 1e-6`` (``max(min(100 tol, sqrt(tol)), 1e-7)``): at an exact LASSO solution with
 ``lambda = beta (1 + d)`` the penalised duality gap (dual point ``R beta / lambda``) is
 ``1/2 (d / (1 + d))^2 ||R||^2``, i.e. the penalised objective is within ``~d^2 / 2`` relative of its
-optimum, far below what the LASSO solves' own tolerance gives, so ``d`` need not be smaller; and
-``lambda`` is not known much better than that anyway (measured: a solve at relative gap ``tol``
-gives ``lambda`` to ~15 ``tol`` relative; ``100 tol`` keeps the test above that noise). Otherwise
+optimum, at most ``tol`` (the LASSO solves' own tolerance) for ``d <= sqrt(tol)``, so ``d`` need not
+be smaller; and ``lambda`` is not known much better than ``100 tol`` anyway (measured: a solve at
+relative gap ``tol`` gives ``lambda`` to ~15 ``tol`` relative; ``100 tol`` keeps the test above that
+noise; at ``tol = 1e-4`` chasing ``d = 1e-4`` cost MNIST's output layer extra LASSO solves; above
+``tol ~ 2.5e-3`` the noise exceeds ``sqrt(tol)``, so ``rtol`` is at least ``20 tol``). Otherwise
 it stops after 50 solves and returns the finished solve closest to ``beta``, with a
 ``ConvergenceWarning`` from the estimator.
 
@@ -70,7 +72,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from spgl1 import oneprojector, spgl1
 
-from .feature_store import FeatureStore
+from .feature_store import ArrayFeatures, FeatureStore
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sk_validate_data
@@ -101,14 +103,16 @@ _EXIT_MESSAGES = {
 # A line-search failure at a relative gap below this counts as a finished solve (see _lasso_solved).
 _GAP_FLOOR = 1e-7
 
-# Penalised mode: tolerance on |Omega*(B^T R) - beta| / beta (see _beta_rtol), most LASSO solves.
-_BETA_RTOL = 1e-4
+# Penalised mode: most LASSO solves of the root-find (its tolerance: _beta_rtol).
 _MAX_OUTER = 50
+# SPGL1 tolerance from which the compressed problem's products run in float32 (solve_standardized).
+_FLOAT32_TOL = 1e-3
 
 
 def _beta_rtol(tol):
-    """``1e-4`` at the default ``tol = 1e-6``, ``100 tol`` below that, never under ``1e-7``."""
-    return min(_BETA_RTOL, max(100.0 * tol, _GAP_FLOOR))
+    """``100 tol`` up to ``tol = 1e-4`` (``1e-4`` at the default ``1e-6``), ``sqrt(tol)`` above, but at least
+    ``20 tol`` (the noise of lambda) and ``1e-7``."""
+    return max(min(100.0 * tol, np.sqrt(tol)), 20.0 * tol, _GAP_FLOOR)
 
 
 # Rows per block when standardising / scoring, so that temporaries stay at ~32 MiB.
@@ -187,18 +191,19 @@ def _stacked_operator(B, n_classes):
 
     Shape ``(n * n_classes, F * n_classes)``: the block operator of spgl1's ``spg_mmv``
     (``I_K``-structured, i.e. ``B`` applied to every column of ``W``) without forming it; the adjoint
-    is ``vec(R) -> vec(B^T R)``. ``B`` is used as is (no copy).
+    is ``vec(R) -> vec(B^T R)``. ``B`` is used as is (no copy); the products run in ``B``'s precision
+    (float32 or float64) and are returned as float64.
     """
     n, n_features = B.shape
     k = int(n_classes)
 
     def matvec(w):
-        return (B @ np.reshape(w, (n_features, k))).ravel()
+        return (B @ np.reshape(w, (n_features, k)).astype(B.dtype, copy=False)).ravel().astype(np.float64, copy=False)
 
     def rmatvec(r):
-        return (B.T @ np.reshape(r, (n, k))).ravel()
+        return (B.T @ np.reshape(r, (n, k)).astype(B.dtype, copy=False)).ravel().astype(np.float64, copy=False)
 
-    return LinearOperator((n * k, n_features * k), matvec=matvec, rmatvec=rmatvec, dtype=B.dtype)
+    return LinearOperator((n * k, n_features * k), matvec=matvec, rmatvec=rmatvec, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -545,11 +550,17 @@ def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, m
     With more samples than features it solves the exact F x F compressed problem
     (:func:`_compressed_problem`, BPDN's ``sigma`` shifted to match); the returned ``R`` is then the
     compressed residual. ``beta`` is absolute; ``beta_max`` is computed when None.
+
+    At ``tol >= 1e-3`` SPGL1's products with the compressed factor run in float32: with K columns they
+    are bound by memory traffic, so half the bytes take about half the time, and float32's rounding
+    (relative ``~1e-7`` per term, ``~1e-5`` over F terms) is far below the duality gap asked for.
     """
     if Bs.shape[0] > Bs.shape[1]:
         Bs, Y, offset = _compressed_problem(Bs, Y)
         if sigma is not None:
             sigma = np.sqrt(max(float(sigma) ** 2 - offset, 0.0))
+        if tol >= _FLOAT32_TOL:
+            Bs = Bs.astype(np.float32)
     return solve_l1(_stacked_operator(Bs, Y.shape[1]), Y, group=group, mode=mode, beta=beta, tau=tau,
                     sigma=sigma, beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose, x0=x0)
 
@@ -601,9 +612,16 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
     tol : float, SPGL1 optimality tolerance (relative duality gap of each LASSO solve)
     out_of_core : "working_set" | "stream", how features in a
         :class:`pipeline.feature_store.FeatureStore` are fitted (see :mod:`pipeline.out_of_core`)
-    working_set : int, size of the first working set of the "working_set" strategy
+    working_set : int, size of the first working set of the "working_set" strategy; in-memory features
+        with more columns than this are fitted by that strategy too (SPGL1 then iterates on the set's
+        columns instead of all F, and no float64 copy of B or F x F Gram matrix is made)
     warm_start : bool, start from the previous fit's ``coef_`` (same features and classes), e.g. along
         a path of penalties: ``for beta in betas: layer.set_params(beta=beta).fit(B, y)``
+    refit : bool, keep the l1 problem's choice of features (the non-zero rows of its solution, or entries
+        of a class's column with ``group=False``) but replace their shrunken coefficients by the least
+        squares fit on them (the relaxed lasso of Meinshausen 2007, relaxation 0): the l1 penalty selects,
+        least squares estimates. ``l1_coef_`` keeps the l1 solution; ``coef_`` is then no longer its
+        minimiser, so ``objective`` is larger than the l1 problem's optimum.
     verbose : int, SPGL1 verbosity (0 silent)
 
     ``fit``, ``decision_function`` and ``predict`` take an in-memory (n, F) array or a complete
@@ -615,12 +633,13 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
     beta_ (absolute penalty; the dual norm at the solution in "lasso"/"bpdn" modes),
     tau_ (``Omega(coef_)``), n_iter_ (SPGL1 iterations, all solves), beta_max_
     (``Omega*(B_std^T Y_c)``), dual_norm_ (``Omega*(B_std^T R)`` at the solution), n_solves_,
-    converged_, n_features_in_, n_rounds_ (working-set rounds; 1 in memory).
+    converged_, n_features_in_, n_rounds_ (working-set rounds; 1 for a direct solve), l1_coef_ (the l1
+    solution; the same array as ``coef_`` unless ``refit``).
     """
 
     def __init__(self, mode="penalized", beta=0.01, tau=None, sigma=None, group=True,
                  relative=True, standardize=True, max_iter=2000, tol=1e-6, out_of_core="working_set",
-                 working_set=4096, warm_start=False, verbose=0):
+                 working_set=4096, warm_start=False, refit=False, verbose=0):
         self.mode = mode
         self.beta = beta
         self.tau = tau
@@ -633,6 +652,7 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         self.out_of_core = out_of_core
         self.working_set = working_set
         self.warm_start = warm_start
+        self.refit = refit
         self.verbose = verbose
 
     # -- validation ------------------------------------------------------------------------------
@@ -699,15 +719,18 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         Y -= self.intercept_
         settings = dict(group=self.group, mode=self.mode, tau=self.tau, sigma=self.sigma, tol=float(self.tol),
                         max_iter=self.max_iter, verbose=self.verbose)
-        W0 = getattr(self, "coef_", None) if self.warm_start else None
+        W0 = getattr(self, "l1_coef_", None) if self.warm_start else None
         if W0 is not None and W0.shape != (self.n_features_in_, len(classes)):
             W0 = None
-        if isinstance(B, FeatureStore):
+        strategy = self.out_of_core
+        if not isinstance(B, FeatureStore) and B.shape[1] > self.working_set:
+            B, strategy = ArrayFeatures(B), "working_set"  # no float64 copy of B, no F x F Gram matrix
+        if isinstance(B, (FeatureStore, ArrayFeatures)):
             from .out_of_core import solve_out_of_core  # it builds on this module
 
             self.mean_, self.scale_ = B.mean(), _scale(B.std(), B.mean(), self.standardize)
             res, beta_abs, self.n_rounds_ = solve_out_of_core(
-                B, self.mean_, self.scale_, Y, strategy=self.out_of_core, working_set=self.working_set,
+                B, self.mean_, self.scale_, Y, strategy=strategy, working_set=self.working_set,
                 beta=self.beta, relative=self.relative, W0=W0, **settings)
         else:
             Bs, self.mean_, self.scale_ = _standardize(B, self.standardize)
@@ -724,7 +747,8 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
             warnings.warn(f"L1OutputLayer ({self.mode}) did not converge: {res.message}",
                           ConvergenceWarning, stacklevel=2)
         self.classes_ = classes
-        self.coef_ = res.W
+        self.l1_coef_ = res.W
+        self.coef_ = self._least_squares_on_support(B, Y, res.W) if self.refit else res.W
         self.tau_ = res.tau
         self.dual_norm_ = res.dual_norm
         self.beta_ = beta_abs if self.mode == "penalized" else res.dual_norm
@@ -732,6 +756,21 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         self.n_solves_ = res.n_solves
         self.converged_ = res.converged
         return self
+
+    def _least_squares_on_support(self, B, Y, W):
+        """(F, K) least-squares coefficients on the standardised features where ``W`` is non-zero (per
+        class column, or the non-zero rows for ``group``), zero elsewhere; minimum-norm if rank deficient."""
+        refitted = np.zeros_like(W)
+        supports = [np.flatnonzero(np.any(W != 0, axis=1))] if self.group else [np.flatnonzero(c) for c in W.T]
+        columns = [slice(None)] if self.group else range(W.shape[1])
+        for support, column in zip(supports, columns):
+            if not len(support):
+                continue
+            features = B.columns(support) if isinstance(B, (FeatureStore, ArrayFeatures)) else B[:, support].astype(np.float64)
+            features -= self.mean_[support]
+            features /= self.scale_[support]
+            refitted[support, column] = scipy.linalg.lstsq(features, Y[:, column], lapack_driver="gelsd")[0]
+        return refitted
 
     def decision_function(self, B):
         """Scores ``((B - mean_) / scale_) coef_ + intercept_``: (n, K), or (n,) for two classes

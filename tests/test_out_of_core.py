@@ -79,15 +79,20 @@ def test_fit_on_a_store_matches_the_in_memory_fit(tmp_path, strategy, n, n_featu
     B, y = features(n, n_features)
     if settings["mode"] == "bpdn":  # sigma as a fraction of the norm of the centred targets
         settings = dict(settings, sigma=settings["sigma"] * np.sqrt(n - np.sum(np.bincount(y) ** 2) / n))
-    layer = dict(tol=1e-8, max_iter=20000, out_of_core=strategy, working_set=8, **settings)
-    in_memory = L1OutputLayer(**layer).fit(B, y)
+    layer = dict(tol=1e-8, max_iter=20000, out_of_core=strategy, **settings)
+    direct = L1OutputLayer(**layer, working_set=n_features).fit(B, y)  # SPGL1 on all features at once
     store = stored(tmp_path, B)
-    on_disk = L1OutputLayer(**layer).fit(store, y)
+    on_disk = L1OutputLayer(**layer, working_set=8).fit(store, y)
+    in_memory = L1OutputLayer(**layer, working_set=8).fit(B, y)  # wider than the set: the working-set way
+    assert direct.n_rounds_ == 1
+    if strategy == "working_set":  # the same working-set solve on the array as on its store
+        assert in_memory.n_rounds_ == on_disk.n_rounds_
     # the objective of each form: Omega(W) for BPDN (subject to ||R|| <= sigma), the penalised one else
     objective = (lambda m: m.tau_) if settings["mode"] == "bpdn" else (lambda m: m.objective(B, y))
-    assert objective(on_disk) == pytest.approx(objective(in_memory), rel=1e-6)
+    for fitted in (on_disk, in_memory):
+        assert objective(fitted) == pytest.approx(objective(direct), rel=1e-6)
+        np.testing.assert_array_equal(fitted.predict(B), direct.predict(B))
     np.testing.assert_allclose(on_disk.decision_function(store), on_disk.decision_function(B), rtol=1e-10, atol=1e-10)
-    np.testing.assert_array_equal(on_disk.predict(store), in_memory.predict(B))
     if strategy == "working_set" and settings.get("beta") == 0.05:
         assert on_disk.n_rounds_ > 1  # the first 8 features were not enough: the certificate grew the set
 
@@ -105,3 +110,12 @@ def test_warm_starts_along_a_path_of_penalties(tmp_path, on_disk):
         warm_iterations += path.n_iter_
         cold_iterations += cold.n_iter_
     assert warm_iterations < cold_iterations
+
+
+def test_refit_on_a_store_matches_the_in_memory_refit(tmp_path):
+    B, y = features(300, 60)
+    layer = dict(beta=0.05, tol=1e-8, max_iter=20000, refit=True)
+    direct = L1OutputLayer(**layer, working_set=60).fit(B, y)
+    on_disk = L1OutputLayer(**layer, working_set=8).fit(stored(tmp_path, B), y)
+    np.testing.assert_array_equal(np.any(on_disk.l1_coef_ != 0, axis=1), np.any(direct.l1_coef_ != 0, axis=1))
+    np.testing.assert_allclose(on_disk.coef_, direct.coef_, atol=1e-6 * np.abs(direct.coef_).max())

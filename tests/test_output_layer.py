@@ -288,6 +288,41 @@ def test_beta_at_or_above_beta_max_gives_zero(kwargs):
     assert predictions[0] == np.bincount(y).argmax()
 
 
+@pytest.mark.parametrize("tol", [1e-3, 1e-2])
+def test_loose_tolerance_objective_is_within_its_gap_of_the_reference(tol):
+    # At tol >= 1e-3 the products run in float32 and the root-find stops at |lambda - beta| <= d beta,
+    # d = max(sqrt(tol), 20 tol): the penalised objective must still be within tol + d^2 (the LASSO
+    # solve's gap and the root-find's) of the optimum.
+    B, y, _ = planted(n=400, seed=7)
+    B = B * np.linspace(0.5, 3.0, B.shape[1]) + 2.0
+    model = L1OutputLayer(beta=0.05, tol=tol).fit(B, y)
+    assert model.converged_
+    X, Y = standardized(model, B), onehot(y, model.classes_)
+    mtl = MultiTaskLasso(alpha=model.beta_ / len(y), tol=1e-10, max_iter=100000).fit(X, Y)
+    reference = sklearn_objective(X, Y, mtl.coef_.T, mtl.intercept_, model.beta_, group=True)
+    d = max(np.sqrt(tol), 20 * tol)
+    assert reference * (1 - 1e-9) <= model.objective(B, y) <= reference * (1 + tol + d ** 2)
+    assert abs(model.dual_norm_ - model.beta_) <= d * model.beta_
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_refit_is_least_squares_on_the_l1_support(group):
+    B, y, _ = planted(seed=15)
+    lasso = L1OutputLayer(beta=0.1, group=group).fit(B, y)
+    relaxed = L1OutputLayer(beta=0.1, group=group, refit=True).fit(B, y)
+    np.testing.assert_array_equal(relaxed.l1_coef_, lasso.coef_)
+    X, Yc = standardized(relaxed, B), onehot(y, relaxed.classes_) - relaxed.intercept_
+    for k in range(Yc.shape[1]):
+        support = np.flatnonzero(np.any(lasso.coef_ != 0, axis=1) if group else lasso.coef_[:, k])
+        assert 0 < len(support) < B.shape[1]
+        expected = np.zeros(B.shape[1])
+        expected[support] = np.linalg.lstsq(X[:, support], Yc[:, k], rcond=None)[0]
+        np.testing.assert_allclose(relaxed.coef_[:, k], expected, atol=1e-10)
+    # least squares on the same support: a smaller residual than the shrunken l1 coefficients
+    residual = lambda m: np.linalg.norm(onehot(y, m.classes_) - m.decision_function(B))  # noqa: E731
+    assert residual(relaxed) < residual(lasso)
+
+
 def test_objective_is_minimal_at_the_solution():
     B, y, _ = planted(seed=14)
     model = L1OutputLayer(beta=0.05).fit(B, y)

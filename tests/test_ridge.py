@@ -1,0 +1,41 @@
+"""The ridge read-out against scikit-learn's ridge classifier."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import RidgeClassifier
+from sklearn.preprocessing import StandardScaler
+
+from pipeline import ridge
+from pipeline.ridge import ridge_readout
+
+
+def blobs(n, n_features=40, seed=0):
+    """float32 non-negative features with a noisy linear 4-class rule and a constant column."""
+    rule = np.random.default_rng(99).normal(size=(8, 4))
+    rng = np.random.default_rng(seed)
+    X = rng.gamma(2.0, 2.0, size=(n, n_features)).astype(np.float32)
+    X[:, 3] = 5.0
+    y = np.argmax((X[:, :8] - 4.0) @ rule + rng.normal(scale=3.0, size=(n, 4)), axis=1)
+    return X, np.array(["a", "b", "c", "d"])[y]
+
+
+@pytest.mark.parametrize("alpha", [0.1, 30.0])
+def test_fit_on_all_rows_predicts_like_sklearn_ridge_classifier(monkeypatch, alpha):
+    monkeypatch.setattr(ridge, "_BLOCK_ROWS", 64)  # several row blocks
+    X, y = blobs(500)
+    X_test, y_test = blobs(200, seed=1)
+    result = ridge_readout(X, y, X_test, y_test, seed=0, alphas=(alpha,))
+    scaler = StandardScaler().fit(X)
+    reference = RidgeClassifier(alpha=alpha, solver="cholesky").fit(scaler.transform(X), y)
+    assert result["alpha"] == alpha
+    assert result["accuracy"] == reference.score(scaler.transform(X_test), y_test)
+    assert result["train_accuracy"] == reference.score(scaler.transform(X), y)
+
+
+def test_the_penalty_is_chosen_on_held_out_training_rows():
+    X, y = blobs(600, n_features=300, seed=2)  # more features than rows per class: little penalty overfits
+    X_test, y_test = blobs(200, n_features=300, seed=3)
+    singles = {alpha: ridge_readout(X, y, X_test, y_test, seed=0, alphas=(alpha,)) for alpha in (1e-6, 1e3, 1e9)}
+    result = ridge_readout(X, y, X_test, y_test, seed=0, alphas=tuple(singles))
+    best = max(singles, key=lambda alpha: singles[alpha]["validation_accuracy"])
+    assert best == 1e3 and result == singles[best]  # neither the near-interpolating nor the all-intercept fit
