@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from filters import blas_description  # (bench/filters.py)
+from training import REPO
 
-from filters import blas_description  # noqa: E402  (bench/filters.py)
+sys.path.insert(0, str(REPO))
+
 from pipeline import output_layer  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.job import build_model, load_data  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv):

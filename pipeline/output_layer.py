@@ -631,7 +631,7 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
     ----------
     classes_, coef_ (F, K) in the standardised space, intercept_ (K,), mean_ (F,), scale_ (F,),
     beta_ (absolute penalty; the dual norm at the solution in "lasso"/"bpdn" modes),
-    tau_ (``Omega(coef_)``), n_iter_ (SPGL1 iterations, all solves), beta_max_
+    tau_ (``Omega(l1_coef_)``), n_iter_ (SPGL1 iterations, all solves), beta_max_
     (``Omega*(B_std^T Y_c)``), dual_norm_ (``Omega*(B_std^T R)`` at the solution), n_solves_,
     converged_, n_features_in_, n_rounds_ (working-set rounds; 1 for a direct solve), l1_coef_ (the l1
     solution; the same array as ``coef_`` unless ``refit``).
@@ -760,13 +760,14 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
     def _least_squares_on_support(self, B, Y, W):
         """(F, K) least-squares coefficients on the standardised features where ``W`` is non-zero (per
         class column, or the non-zero rows for ``group``), zero elsewhere; minimum-norm if rank deficient."""
+        B = ArrayFeatures(B) if isinstance(B, np.ndarray) else B
         refitted = np.zeros_like(W)
         supports = [np.flatnonzero(np.any(W != 0, axis=1))] if self.group else [np.flatnonzero(c) for c in W.T]
         columns = [slice(None)] if self.group else range(W.shape[1])
         for support, column in zip(supports, columns):
             if not len(support):
                 continue
-            features = B.columns(support) if isinstance(B, (FeatureStore, ArrayFeatures)) else B[:, support].astype(np.float64)
+            features = B.columns(support)
             features -= self.mean_[support]
             features /= self.scale_[support]
             refitted[support, column] = scipy.linalg.lstsq(features, Y[:, column], lapack_driver="gelsd")[0]

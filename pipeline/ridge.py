@@ -13,6 +13,8 @@ import numpy as np
 import scipy.linalg
 from sklearn.model_selection import train_test_split
 
+from .feature_store import ArrayFeatures
+
 ALPHAS = (1e0, 1e1, 1e2, 1e3, 1e4)  # in units of standardised features (the Gram's diagonal is N)
 VALIDATION_FRACTION = 0.2
 _BLOCK_ROWS = 2048
@@ -23,25 +25,23 @@ class _Standardized:
 
     def __init__(self, features):
         self.features = features
-        self.mean = np.mean(features, axis=0, dtype=np.float64)
-        squares = sum(np.einsum("ij,ij->j", block, block) for _, block in self.blocks(scale=False))
-        std = np.sqrt(squares / len(features))
+        statistics = ArrayFeatures(features)
+        self.mean, std = statistics.mean(), statistics.std()
         self.scale = np.where(std > 0, std, 1.0)
 
-    def blocks(self, rows=None, scale=True):
-        """Yield ``(positions, block)``: consecutive chunks of ``rows`` (default all), centred (and scaled)."""
-        rows = np.arange(len(self.features)) if rows is None else rows
+    def blocks(self, rows):
+        """Yield ``(positions, block)``: consecutive chunks of ``rows``, standardised."""
         for start in range(0, len(rows), _BLOCK_ROWS):
             chunk = rows[start:start + _BLOCK_ROWS]
-            block = self.features[chunk].astype(np.float64) - self.mean
-            yield slice(start, start + len(chunk)), (block / self.scale if scale else block)
+            yield slice(start, start + len(chunk)), (self.features[chunk].astype(np.float64) - self.mean) / self.scale
 
     def normal_equations(self, rows, targets):
         """``(X^T X, X^T targets, X^T 1)`` over ``rows`` (``targets`` indexed like all rows)."""
-        gram, correlation, sums = 0.0, 0.0, 0.0
+        n_features = self.features.shape[1]
+        gram, correlation, sums = np.zeros((n_features, n_features)), np.zeros((n_features, targets.shape[1])), 0.0
         for positions, block in self.blocks(rows):
-            gram = gram + block.T @ block
-            correlation = correlation + block.T @ targets[rows[positions]]
+            gram += block.T @ block
+            correlation += block.T @ targets[rows[positions]]
             sums = sums + block.sum(axis=0)
         return gram, correlation, sums
 
