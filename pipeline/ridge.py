@@ -4,9 +4,9 @@ Ridge regression on one-hot targets, ``min ||X W - Y_c||^2 + alpha ||W||^2`` on 
 features ``X`` (training statistics) and centred targets, solved through the (F, F) Gram matrix by
 Cholesky. The penalty is chosen from :data:`ALPHAS` on a seeded stratified fifth of the training rows
 (fitted on the rest), then the model is refitted on all training rows. The Gram matrices are accumulated
-over row blocks in float64, so the features are never copied whole: memory ``~3 F^2`` doubles next to
-the features, time ``2 N F^2 + 6 F^3 / 3`` flops (five Choleskys), affordable up to F ~ 25,000 where an
-eigendecomposition per fit (scikit-learn's ``RidgeClassifierCV``) is not.
+over row blocks in float64 (upper triangle, :mod:`pipeline.gram`), so the features are never copied whole:
+memory ``3 F^2`` doubles next to the features, time ``N F^2 + 8 F^3 / 3`` flops (eight Choleskys),
+affordable up to F ~ 25,000 where an eigendecomposition per fit (scikit-learn's ``RidgeClassifierCV``) is not.
 """
 
 import numpy as np
@@ -14,8 +14,9 @@ import scipy.linalg
 from sklearn.model_selection import train_test_split
 
 from .feature_store import ArrayFeatures
+from .gram import add_upper_gram, fill_lower
 
-ALPHAS = (1e0, 1e1, 1e2, 1e3, 1e4)  # in units of standardised features (the Gram's diagonal is N)
+ALPHAS = (1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3, 1e4)  # in units of standardised features (the Gram's diagonal is N)
 VALIDATION_FRACTION = 0.2
 _BLOCK_ROWS = 2048
 
@@ -40,10 +41,10 @@ class _Standardized:
         n_features = self.features.shape[1]
         gram, correlation, sums = np.zeros((n_features, n_features)), np.zeros((n_features, targets.shape[1])), 0.0
         for positions, block in self.blocks(rows):
-            gram += block.T @ block
+            add_upper_gram(gram, block)
             correlation += block.T @ targets[rows[positions]]
             sums = sums + block.sum(axis=0)
-        return gram, correlation, sums
+        return fill_lower(gram), correlation, sums
 
     def predict(self, features, weights):
         """(N', K) scores ``((features - mean) / scale) @ weights``."""
@@ -52,7 +53,10 @@ class _Standardized:
 
 
 def _solve(gram, correlation, alpha):
-    return scipy.linalg.solve(gram + alpha * np.eye(len(gram)), correlation, assume_a="pos")
+    """``(gram + alpha I)^{-1} correlation`` by Cholesky, in one (F, F) copy of ``gram``."""
+    regularised = gram.copy()
+    regularised[np.diag_indices_from(regularised)] += alpha
+    return scipy.linalg.solve(regularised, correlation, assume_a="pos", overwrite_a=True)
 
 
 def ridge_readout(train_features, train_labels, eval_features, eval_labels, seed, alphas=ALPHAS):
@@ -77,7 +81,9 @@ def ridge_readout(train_features, train_labels, eval_features, eval_labels, seed
         scores[alpha] = float(np.mean(np.argmax(held_scores, axis=1) == index[held_out]))
     alpha = max(scores, key=scores.get)
     held_gram, held_correlation, _ = data.normal_equations(held_out, onehot)
-    weights = _solve(gram + held_gram, correlation + held_correlation, alpha)  # X^T 1 = 0 over all rows
+    gram += held_gram
+    del held_gram
+    weights = _solve(gram, correlation + held_correlation, alpha)  # X^T 1 = 0 over all rows
     intercept = onehot.mean(axis=0)
 
     def accuracy(features, labels):
