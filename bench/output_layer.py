@@ -9,7 +9,8 @@ stratified subsample of ``--images`` MNIST training images, split 80/20 into fit
 * ``reference``: ``tol 1e-4``, float64 products, SPGL1 on all features at once (the settings before this
   benchmark's changes, except the root-find tolerance rule);
 * ``tol 1e-3``: the same in float64, then with float32 products (the default from ``tol 1e-3``);
-* ``working set``: the same on a working set of features (``working_set`` F / 4), certified on all;
+* ``working set``: the same on working sets of features (the first F / 4, then twice the support),
+  certified on all;
 * ``refit``: the last with least squares on the selected features.
 
 Each row gives the fit time and its ratio to the reference measured in the same run, SPGL1 iterations,

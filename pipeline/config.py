@@ -66,7 +66,8 @@ DEFAULTS = {
         "max_iter": 2000,
         "tol": 1.0e-4,              # SPGL1 relative duality gap per LASSO solve
         "out_of_core": "working_set",  # disk features: working_set (certified) | stream (SPGL1 on the file)
-        "working_set": 4096,        # first working set of the working-set solve (features on disk, or more than this)
+        "working_set": 1024,        # smallest working set (then 2x the support) of the working-set solve
+                                    # (features on disk, or more than this in memory)
         "refit": False,             # least squares on the features the l1 problem selected (relaxed lasso)
     },
     # The other models of the paper's Table 1, on raw pixels in [0, 1] (model: ...).

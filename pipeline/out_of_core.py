@@ -10,11 +10,16 @@ one-hot targets, the modes and norms of :mod:`pipeline.output_layer`):
 * ``"working_set"``: solve in memory on a working set of features, then certify the solution on all
   features with one streamed pass: ``W`` (zero outside the set) is optimal for the full problem iff
   every feature outside the set has dual value ``Omega*_f(B_f^T R) <= lambda``, the dual norm reached
-  on the set (the optimality condition of every mode). Features that violate it join the set and the
-  solve is repeated, warm-started (each round adds at most the first set's size, the worst violators
-  first, so the set's memory, ``n x |set|`` float64, grows linearly). The first set holds the features with the largest ``Omega*_f(B_f^T Y)``
-  (the ones that enter first along the regularisation path). Each round costs two passes over the
-  file (gather the set's columns, certify) instead of two per SPGL1 iteration.
+  on the set (the optimality condition of every mode). While some feature violates it, the next set is
+  the solution's support and then the other features with the largest dual values (the violators come
+  first), ``max(size, 2 |support|)`` in all (the rule of Celer, Massias, Gramfort and Salmon 2018), and
+  the solve is repeated, warm-started from the solution. The set therefore stays near the support's
+  size, however many features the problem has: SPGL1's iterations cost ``|set|^2 K`` and the set's
+  columns ``n x |set|`` float64 of memory. The support is kept and at least one violator joins, so the
+  restricted optimum strictly improves from round to round and no set repeats. The first set holds the
+  ``size`` features with the largest ``Omega*_f(B_f^T Y)`` (the ones that enter first along the
+  regularisation path). Each round costs two passes over the file (gather the set's columns, certify)
+  instead of two per SPGL1 iteration.
 """
 
 import logging
@@ -98,6 +103,21 @@ def _row_duals(gradient, group):
     return np.abs(gradient).max(axis=1)
 
 
+def _next_working_set(active, W, duals, size):
+    """The next round's set (sorted indices) and its warm start: the support of ``W`` (the solution on
+    ``active``, shape (|active|, K)), then the other features with the largest ``duals`` (F,),
+    ``max(size, 2 |support|)`` features in all."""
+    in_support = np.any(W != 0, axis=1)
+    support = active[in_support]
+    scores = duals.copy()
+    scores[support] = -np.inf
+    n_others = min(max(size, 2 * len(support)), len(duals)) - len(support)
+    grown = np.sort(np.concatenate([support, np.argsort(-scores, kind="stable")[:n_others]]))
+    x0 = np.zeros((len(grown), W.shape[1]))
+    x0[np.searchsorted(grown, support)] = W[in_support]
+    return grown, x0.ravel()
+
+
 def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, size, group, mode, tau,
                  sigma, tol, max_iter, verbose, W0):
     n_features, k = gradient.shape
@@ -125,11 +145,7 @@ def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, 
                     outside.max(initial=0.0) / max(result.dual_norm, 1e-300))
         if not len(violators) or rounds == _MAX_ROUNDS:
             break
-        new = violators[np.argsort(-outside[violators], kind="stable")[:size]]
-        grown = np.union1d(active, new)
-        padded = np.zeros((len(grown), k))
-        padded[np.searchsorted(grown, active)] = result.W
-        active, x0 = grown, padded.ravel()
+        active, x0 = _next_working_set(active, result.W, duals, size)
     weights = np.zeros((n_features, k))
     weights[active] = result.W
     converged = result.converged and not len(violators)

@@ -73,6 +73,7 @@ from sklearn.utils.validation import check_is_fitted
 from spgl1 import oneprojector, spgl1
 
 from .feature_store import ArrayFeatures, FeatureStore
+from .gram import gram_matrix
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sk_validate_data
@@ -527,7 +528,7 @@ def _compressed_problem(B, Y):
 
     Returns ``R``, ``Y_r`` and ``offset``.
     """
-    gram = B.T @ B
+    gram = gram_matrix(B)
     correlation = B.T @ Y
     try:
         lower = np.linalg.cholesky(gram)
@@ -612,9 +613,10 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
     tol : float, SPGL1 optimality tolerance (relative duality gap of each LASSO solve)
     out_of_core : "working_set" | "stream", how features in a
         :class:`pipeline.feature_store.FeatureStore` are fitted (see :mod:`pipeline.out_of_core`)
-    working_set : int, size of the first working set of the "working_set" strategy; in-memory features
-        with more columns than this are fitted by that strategy too (SPGL1 then iterates on the set's
-        columns instead of all F, and no float64 copy of B or F x F Gram matrix is made)
+    working_set : int, size of the first (and smallest) working set of the "working_set" strategy, which
+        then holds ``max(working_set, 2 |support|)`` features; in-memory features with more columns than
+        this are fitted by that strategy too (SPGL1 then iterates on the set's columns instead of all F,
+        and no float64 copy of B or F x F Gram matrix is made)
     warm_start : bool, start from the previous fit's ``coef_`` (same features and classes), e.g. along
         a path of penalties: ``for beta in betas: layer.set_params(beta=beta).fit(B, y)``
     refit : bool, keep the l1 problem's choice of features (the non-zero rows of its solution, or entries
@@ -639,7 +641,7 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
 
     def __init__(self, mode="penalized", beta=0.01, tau=None, sigma=None, group=True,
                  relative=True, standardize=True, max_iter=2000, tol=1e-6, out_of_core="working_set",
-                 working_set=4096, warm_start=False, refit=False, verbose=0):
+                 working_set=1024, warm_start=False, refit=False, verbose=0):
         self.mode = mode
         self.beta = beta
         self.tau = tau

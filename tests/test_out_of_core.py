@@ -119,3 +119,45 @@ def test_refit_on_a_store_matches_the_in_memory_refit(tmp_path):
     on_disk = L1OutputLayer(**layer, working_set=8).fit(stored(tmp_path, B), y)
     np.testing.assert_array_equal(np.any(on_disk.l1_coef_ != 0, axis=1), np.any(direct.l1_coef_ != 0, axis=1))
     np.testing.assert_allclose(on_disk.coef_, direct.coef_, atol=1e-6 * np.abs(direct.coef_).max())
+
+
+def test_next_working_set_keeps_the_support_and_adds_the_largest_duals():
+    from pipeline.out_of_core import _next_working_set
+
+    active = np.array([1, 4, 6, 9])
+    W = np.array([[0.0, 0.0], [2.0, -1.0], [0.0, 0.0], [0.0, 3.0]])  # support: features 4 and 9
+    duals = np.array([0.1, 0.9, 0.0, 5.0, 0.2, 0.3, 0.4, 7.0, 0.5, 0.1, 0.6, 0.05])
+    grown, x0 = _next_working_set(active, W, duals, size=3)
+    # max(3, 2 x 2 support) = 4 features: the support, then 7 and 3 (largest duals outside it)
+    np.testing.assert_array_equal(grown, [3, 4, 7, 9])
+    np.testing.assert_array_equal(x0.reshape(4, 2), [[0, 0], [2, -1], [0, 0], [0, 3]])
+    grown, _ = _next_working_set(active, W, duals, size=6)  # the floor: at least `size` features
+    np.testing.assert_array_equal(grown, [1, 3, 4, 7, 9, 10])
+    grown, _ = _next_working_set(active, W, duals, size=100)  # never more than all features
+    np.testing.assert_array_equal(grown, np.arange(12))
+
+
+def test_working_set_stays_near_the_support_on_many_features(monkeypatch):
+    """400 features, a few informative: every set holds max(size, 2 |support|) features (support of the
+    previous round's solution), far fewer than all, and the result equals SPGL1 on all features at once."""
+    import pipeline.out_of_core as out_of_core
+
+    B, y = features(300, 400, seed=5)
+    layer = dict(beta=0.1, tol=1e-8, max_iter=20000)
+    direct = L1OutputLayer(**layer, working_set=400).fit(B, y)
+    sets, supports = [], []
+    solve = out_of_core.solve_standardized
+
+    def recording(columns, *args, **kwargs):
+        result = solve(columns, *args, **kwargs)
+        sets.append(columns.shape[1])
+        supports.append(int(np.sum(np.any(result.W != 0, axis=1))))
+        return result
+
+    monkeypatch.setattr(out_of_core, "solve_standardized", recording)
+    small = L1OutputLayer(**layer, working_set=8).fit(B, y)
+    assert len(sets) == small.n_rounds_ > 1
+    assert sets == [8] + [max(8, 2 * support) for support in supports[:-1]]
+    assert max(sets) <= 2 * supports[-1] < 400 / 2  # (8, 16, 32, 64, 124 for a final support of 72)
+    assert small.objective(B, y) == pytest.approx(direct.objective(B, y), rel=1e-7)
+    np.testing.assert_array_equal(np.any(small.coef_ != 0, axis=1), np.any(direct.coef_ != 0, axis=1))
