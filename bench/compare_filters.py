@@ -15,7 +15,8 @@ over all runs into the first, prints the table and writes ``OUT/filters.json``.
 ``--readout ridge`` measures the banks alone, faster: each bank's features (same config and settings) are
 read out in this process by the job's ridge read-out (:func:`pipeline.ridge.ridge_readout`: penalty chosen
 on a stratified fifth of the training images, then fitted on all of them; the test set only scores it);
-no l1 layer, run folders or report, only the table and ``filters.json``.
+no l1 layer or report; each bank's row is kept in ``OUT/<method>-<P>/ridge.json`` and reused by a later
+call (so a stopped comparison resumes), then the table and ``filters.json``.
 """
 
 import argparse
@@ -28,6 +29,7 @@ from training import REPO, train_run
 
 sys.path.insert(0, str(REPO))
 
+from pipeline.cache import write_text_atomic  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.job import build_model, load_data  # noqa: E402
 from pipeline.report import write_report  # noqa: E402
@@ -68,16 +70,22 @@ def job_row(folder, args, settings):
 
 
 def ridge_row(folder, args, settings):
-    """The bank's features read out by :func:`pipeline.ridge.ridge_readout` in this process; its row."""
+    """The bank's features read out by :func:`pipeline.ridge.ridge_readout` in this process (or the row a
+    previous call kept in ``folder/ridge.json``); its row."""
+    kept = folder / "ridge.json"
+    if kept.exists():
+        return json.loads(kept.read_text())
     start = time.perf_counter()
     config = load_config(REPO / "configs" / f"{args.dataset}.yaml", settings, data_root=args.data_root)
     train_set, test_set = load_data(config["data"], config["seed"])
     feature_map = build_model(config).features.set_params(verbose=0).fit(train_set.images)
     train, test = feature_map.transform(train_set.images), feature_map.transform(test_set.images)
     ridge = ridge_readout(train, train_set.labels, test, test_set.labels, config["seed"])
-    return {"filters": len(feature_map.filter_bank_.filters_), "features": int(train.shape[1]),
-            "ridge_alpha": ridge["alpha"], "validation_accuracy": ridge["validation_accuracy"],
-            "ridge_accuracy": ridge["accuracy"], "seconds": round(time.perf_counter() - start, 1)}
+    row = {"filters": len(feature_map.filter_bank_.filters_), "features": int(train.shape[1]),
+           "ridge_alpha": ridge["alpha"], "validation_accuracy": ridge["validation_accuracy"],
+           "ridge_accuracy": ridge["accuracy"], "seconds": round(time.perf_counter() - start, 1)}
+    write_text_atomic(kept, json.dumps(row, indent=2))
+    return row
 
 
 def main(argv=None):
