@@ -294,7 +294,7 @@ def _spgl1(A, y, tau, sigma, x0, norms, tol, max_iter, verbose):
 
 
 def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, beta_max=None,
-             tol=1e-6, max_iter=2000, verbose=0, x0=None):
+             tol=1e-6, max_iter=2000, verbose=0, x0=None, beta_rtol=None):
     """Solve the output-layer problem on an operator ``A`` (``vec(W) -> vec(B W)``, row-major).
 
     Parameters
@@ -308,6 +308,8 @@ def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, 
     max_iter : SPGL1 iteration limit per solve
     x0 : optional warm start, ``vec(W)`` (F K,); in penalised mode the root-find also starts at its
         ``tau = Omega(W)``
+    beta_rtol : penalised mode: stop at ``|lambda - beta| <= beta_rtol * beta`` (default: from ``tol``,
+        see the module docstring); a larger value gives a rough solution in fewer LASSO solves
 
     In penalised mode see the module docstring for the root-find and its stopping rule.
     """
@@ -371,7 +373,8 @@ def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, 
         ok = info["stat"] in (_EXIT_BPSOL_FOUND, _EXIT_LEAST_SQUARES)
         return result(x, r, lam, info["niters"], 1, ok,
                       _EXIT_MESSAGES.get(info["stat"], str(info["stat"])))
-    return _penalized(A, y, n_features, k, group, primal, beta, beta_max, tol, run, result, x0)
+    rtol = _beta_rtol(tol) if beta_rtol is None else float(beta_rtol)
+    return _penalized(A, y, n_features, k, group, primal, beta, beta_max, tol, rtol, run, result, x0)
 
 
 def _secant(p1, p2, beta, log=True):
@@ -416,14 +419,14 @@ def _quadratic_step(p1, p2, beta, tol):
     return float(t1 + roots[np.argmin(np.abs(roots - s_secant))] * dt)
 
 
-def _penalized(A, y, n_features, k, group, primal, beta, beta_max, tol, run, result, x0=None):
+def _penalized(A, y, n_features, k, group, primal, beta, beta_max, tol, rtol, run, result, x0=None):
     """Root-find ``g(tau) = Omega*(B^T R(tau)) - beta = 0`` (g continuous, non-increasing in tau).
 
     Every LASSO solve runs at the full tolerance ``tol`` (looser solves far from the root were tried:
     their ``lambda`` is too inaccurate to bracket reliably and the saving was small) and is
     warm-started from the previous solution, the first from ``x0`` at ``tau = Omega(x0)`` if given.
+    Stops at ``|g| <= rtol * beta``.
     """
-    rtol = _beta_rtol(tol)
     # First guess: along the first piece of the path only the entry / row f* with the largest dual
     # value moves, in direction D (Omega(D) = 1), and lambda(tau) = beta_max - ||A vec(D)||^2 tau.
     g0 = np.reshape(A.rmatvec(y), (n_features, k))
@@ -545,7 +548,7 @@ def _compressed_problem(B, Y):
 
 
 def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, max_iter, verbose=0,
-                       x0=None):
+                       x0=None, beta_rtol=None):
     """:func:`solve_l1` on in-memory features ``Bs`` (n, F) and targets ``Y`` (n, K), both centred.
 
     With more samples than features it solves the exact F x F compressed problem
@@ -563,7 +566,8 @@ def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, m
         if tol >= _FLOAT32_TOL:
             Bs = Bs.astype(np.float32)
     return solve_l1(_stacked_operator(Bs, Y.shape[1]), Y, group=group, mode=mode, beta=beta, tau=tau,
-                    sigma=sigma, beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose, x0=x0)
+                    sigma=sigma, beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose, x0=x0,
+                    beta_rtol=beta_rtol)
 
 
 # ----------------------------------------------------------------------------------------------
