@@ -16,7 +16,8 @@ over all runs into the first, prints the table and writes ``OUT/filters.json``.
 read out in this process by the job's ridge read-out (:func:`pipeline.ridge.ridge_readout`: penalty chosen
 on a stratified fifth of the training images, then fitted on all of them; the test set only scores it);
 no l1 layer or report; each bank's row is kept in ``OUT/<method>-<P>/ridge.json`` and reused by a later
-call (so a stopped comparison resumes), then the table and ``filters.json``.
+call with the same ``OUT`` (so a stopped comparison resumes; give another ``--out`` for other settings), then
+the table and ``filters.json``.
 """
 
 import argparse

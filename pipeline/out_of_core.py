@@ -15,8 +15,9 @@ one-hot targets, the modes and norms of :mod:`pipeline.output_layer`):
   first), ``max(size, 2 |support|)`` in all (the rule of Celer, Massias, Gramfort and Salmon 2018), and
   the solve is repeated, warm-started from the solution. The set therefore stays near the support's
   size, however many features the problem has: SPGL1's iterations cost ``|set|^2 K`` and the set's
-  columns ``n x |set|`` float64 of memory. The support is kept and at least one violator joins, so the
-  restricted optimum strictly improves from round to round and no set repeats. The first set holds the
+  columns ``n x |set|`` float64 of memory. The support is kept and at least one violator joins, so
+  (for exact solves) the restricted optimum strictly improves from round to round and, while features
+  violate, no set repeats. The first set holds the
   ``size`` features with the largest ``Omega*_f(B_f^T Y)`` (the ones that enter first along the
   regularisation path). In penalised mode the rounds match ``lambda = beta`` only to 5 % (fewer LASSO
   solves of the root-find, whose exactness is wasted on a set that will change) until no feature
@@ -132,10 +133,12 @@ def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, 
         active = np.union1d(active, np.flatnonzero(np.any(W0 != 0, axis=1)))
         x0 = W0[active].ravel()
     rough = mode == "penalized"  # match beta roughly until the set settles
+    columns = None
     for rounds in range(1, _MAX_ROUNDS + 1):
-        columns = store.columns(active)  # (n, |set|) float64, standardised in place
-        columns -= mean[active]
-        columns /= scale[active]
+        if columns is None:
+            columns = store.columns(active)  # (n, |set|) float64, standardised in place
+            columns -= mean[active]
+            columns /= scale[active]
         result = solve_standardized(columns, Y, group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma,
                                     beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose, x0=x0,
                                     beta_rtol=_ROUGH_BETA_RTOL if rough else None)
@@ -152,7 +155,7 @@ def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, 
         if (not len(violators) and not rough) or rounds == _MAX_ROUNDS:
             break
         if len(violators):
-            active, x0 = _next_working_set(active, result.W, duals, size)
+            (active, x0), columns = _next_working_set(active, result.W, duals, size), None
         else:  # settled at the rough beta: solve the same set at the full tolerance, certify again
             rough, x0 = False, result.W.ravel()
     weights = np.zeros((n_features, k))

@@ -73,7 +73,7 @@ from sklearn.utils.validation import check_is_fitted
 from spgl1 import oneprojector, spgl1
 
 from .feature_store import ArrayFeatures, FeatureStore
-from .gram import gram_matrix
+from .gram import cholesky_lower, gram_matrix
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sk_validate_data
@@ -534,7 +534,7 @@ def _compressed_problem(B, Y):
     gram = gram_matrix(B)
     correlation = B.T @ Y
     try:
-        lower = np.linalg.cholesky(gram)
+        lower = cholesky_lower(gram.copy())
         factor = lower.T
         targets = scipy.linalg.solve_triangular(lower, correlation, lower=True)
     except np.linalg.LinAlgError:

@@ -10,11 +10,10 @@ affordable up to F ~ 25,000 where an eigendecomposition per fit (scikit-learn's 
 """
 
 import numpy as np
-import scipy.linalg
 from sklearn.model_selection import train_test_split
 
 from .feature_store import ArrayFeatures
-from .gram import add_upper_gram, fill_lower
+from .gram import add_upper_gram, fill_lower, solve_positive_definite
 
 ALPHAS = (1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3, 1e4)  # in units of standardised features (the Gram's diagonal is N)
 VALIDATION_FRACTION = 0.2
@@ -56,7 +55,7 @@ def _solve(gram, correlation, alpha):
     """``(gram + alpha I)^{-1} correlation`` by Cholesky, in one (F, F) copy of ``gram``."""
     regularised = gram.copy()
     regularised[np.diag_indices_from(regularised)] += alpha
-    return scipy.linalg.solve(regularised, correlation, assume_a="pos", overwrite_a=True)
+    return solve_positive_definite(regularised, correlation)
 
 
 def ridge_readout(train_features, train_labels, eval_features, eval_labels, seed, alphas=ALPHAS):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.gram import add_upper_gram, fill_lower, gram_matrix
+from pipeline.gram import add_upper_gram, cholesky_lower, fill_lower, gram_matrix, solve_positive_definite
 
 
 @pytest.mark.parametrize("n_features, tile", [(50, 16), (48, 16), (7, 16), (33, 1), (1, 4)])
@@ -21,3 +21,19 @@ def test_gram_matrix_takes_float32_and_returns_float64():
     gram = gram_matrix(X)
     assert gram.dtype == np.float64
     np.testing.assert_allclose(gram, X.astype(np.float64).T @ X.astype(np.float64), rtol=1e-12)
+
+
+@pytest.mark.parametrize("n, tile", [(50, 16), (48, 16), (7, 16), (33, 1)])
+def test_blocked_cholesky_and_solve_match_lapack(n, tile):
+    rng = np.random.default_rng(n)
+    X = rng.normal(size=(n + 5, n))
+    a, b = X.T @ X + 0.1 * np.eye(n), rng.normal(size=(n, 3))
+    np.testing.assert_allclose(cholesky_lower(a.copy(), tile), np.linalg.cholesky(a), atol=1e-12)
+    np.testing.assert_allclose(solve_positive_definite(a.copy(), b, tile), np.linalg.solve(a, b), rtol=1e-9, atol=1e-12)
+
+
+def test_blocked_cholesky_refuses_a_matrix_that_is_not_positive_definite():
+    a = np.eye(6)
+    a[4, 4] = -1.0  # in the third tile: the earlier tiles factor, then this one fails
+    with pytest.raises(np.linalg.LinAlgError):
+        cholesky_lower(a, tile=2)
