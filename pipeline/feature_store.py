@@ -177,6 +177,7 @@ class ArrayFeatures:
     def __init__(self, array):
         self.array = array
         self.path = "<in memory>"
+        self._mean = None
 
     @property
     def shape(self):
@@ -200,8 +201,10 @@ class ArrayFeatures:
         return self.array[:, index].astype(dtype)
 
     def mean(self):
-        """(F,) float64 column means."""
-        return np.mean(self.array, axis=0, dtype=np.float64)
+        """(F,) float64 column means (computed once; do not modify the returned array)."""
+        if self._mean is None:
+            self._mean = np.mean(self.array, axis=0, dtype=np.float64)
+        return self._mean
 
     def std(self):
         """(F,) float64 column standard deviations (population), in one pass over row blocks."""
@@ -210,3 +213,12 @@ class ArrayFeatures:
             block -= mean
             total += np.einsum("ij,ij->j", block, block)
         return np.sqrt(total / self.shape[0])
+
+
+def standardized_columns(features, index, mean, scale):
+    """Columns ``index`` of ``features`` (a :class:`FeatureStore` or :class:`ArrayFeatures`), standardised
+    with the per-feature ``mean`` and ``scale`` (F,): (N, len(index)) float64."""
+    columns = features.columns(index)
+    columns -= mean[index]
+    columns /= scale[index]
+    return columns

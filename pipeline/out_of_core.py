@@ -31,6 +31,7 @@ import logging
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
+from .feature_store import standardized_columns
 from .output_layer import SolveResult, _beta_rtol, _penalty, solve_l1, solve_standardized
 
 logger = logging.getLogger(__name__)
@@ -136,9 +137,7 @@ def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, 
     columns = None
     for rounds in range(1, _MAX_ROUNDS + 1):
         if columns is None:
-            columns = store.columns(active)  # (n, |set|) float64, standardised in place
-            columns -= mean[active]
-            columns /= scale[active]
+            columns = standardized_columns(store, active, mean, scale)  # (n, |set|) float64
         result = solve_standardized(columns, Y, group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma,
                                     beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose, x0=x0,
                                     beta_rtol=_ROUGH_BETA_RTOL if rough else None)

@@ -72,7 +72,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from spgl1 import oneprojector, spgl1
 
-from .feature_store import ArrayFeatures, FeatureStore
+from .feature_store import ArrayFeatures, FeatureStore, standardized_columns
 from .gram import cholesky_lower, gram_matrix
 
 try:  # scikit-learn >= 1.6
@@ -734,7 +734,8 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         if isinstance(B, (FeatureStore, ArrayFeatures)):
             from .out_of_core import solve_out_of_core  # it builds on this module
 
-            self.mean_, self.scale_ = B.mean(), _scale(B.std(), B.mean(), self.standardize)
+            self.mean_ = B.mean()
+            self.scale_ = _scale(B.std(), self.mean_, self.standardize)
             res, beta_abs, self.n_rounds_ = solve_out_of_core(
                 B, self.mean_, self.scale_, Y, strategy=strategy, working_set=self.working_set,
                 beta=self.beta, relative=self.relative, W0=W0, **settings)
@@ -773,9 +774,7 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
         for support, column in zip(supports, columns):
             if not len(support):
                 continue
-            features = B.columns(support)
-            features -= self.mean_[support]
-            features /= self.scale_[support]
+            features = standardized_columns(B, support, self.mean_, self.scale_)
             refitted[support, column] = scipy.linalg.lstsq(features, Y[:, column], lapack_driver="gelsd")[0]
         return refitted
 
