@@ -12,7 +12,9 @@ to ``FILE-stem-output-layer.json``.
    run: the chunk's (images x 729, 108) x (108, F) product that the feature stage makes, with a
    preallocated output, repeated over the same number of images. Both count ``2 N 729 108 F``
    floating-point operations; ``ratio`` is the feature stage's GFLOP/s over the GEMM's. The filters
-   are random unit vectors (the throughput depends on the shapes only).
+   are random unit vectors (the throughput depends on the shapes only). The two-sided encoding
+   (``negated_offset``: the responses to F filters and their negations from one GEMM) is timed against
+   the same 2F features computed as 2F filters (the previous version): ``two_sided_ratio``.
 2. Output layer, in memory against streamed from disk. Features of ``--fit-images`` images and
    ``--fit-filters`` filters, fitted by :class:`pipeline.output_layer.L1OutputLayer` from an
    in-memory array and from a :class:`pipeline.feature_store.FeatureStore` (both out-of-core
@@ -68,10 +70,10 @@ def random_filters(n_filters, seed=0):
     return weights / np.linalg.norm(weights, axis=0), np.zeros(n_filters, np.float32)
 
 
-def feature_seconds(images, weights, offset):
-    conv_relu_pool(images[:2], weights, offset, patch_size=PATCH_SIZE, eps=0.01, memory_mb=MEMORY_MB)
+def feature_seconds(images, weights, offset, **options):
+    conv_relu_pool(images[:2], weights, offset, patch_size=PATCH_SIZE, eps=0.01, memory_mb=MEMORY_MB, **options)
     start = time.perf_counter()
-    conv_relu_pool(images, weights, offset, patch_size=PATCH_SIZE, eps=0.01, memory_mb=MEMORY_MB)
+    conv_relu_pool(images, weights, offset, patch_size=PATCH_SIZE, eps=0.01, memory_mb=MEMORY_MB, **options)
     return time.perf_counter() - start
 
 
@@ -93,9 +95,13 @@ def throughput(images, n_filters):
     weights, offset = random_filters(n_filters)
     flops = 2.0 * len(images) * POSITIONS * PATCH_DIM * n_filters
     ours, gemm = feature_seconds(images, weights, offset), gemm_seconds(len(images), weights)
+    two_sided = feature_seconds(images, weights, offset, negated_offset=offset)
+    as_filters = feature_seconds(images, np.hstack([weights, -weights]), np.hstack([offset, offset]))
     return {"filters": n_filters, "images": len(images), "seconds": round(ours, 3),
             "gflops": round(flops / ours / 1e9, 1), "gemm_seconds": round(gemm, 3),
-            "gemm_gflops": round(flops / gemm / 1e9, 1), "ratio": round(gemm / ours, 3)}
+            "gemm_gflops": round(flops / gemm / 1e9, 1), "ratio": round(gemm / ours, 3),
+            "two_sided_seconds": round(two_sided, 3), "two_sided_as_2f_seconds": round(as_filters, 3),
+            "two_sided_ratio": round(as_filters / two_sided, 3)}
 
 
 def measured_fit(features, labels, **layer):
@@ -139,12 +145,14 @@ def main(argv=None):
     print(f"{source}; numpy BLAS: {blas_description()}; torch {torch.__version__}: {torch_blas()}, "
           f"{torch.get_num_threads()} threads")
     results = []
-    print(f"{'filters':>8} {'images':>7} {'ours s':>8} {'GFLOP/s':>8} {'GEMM s':>8} {'GEMM GFLOP/s':>13} {'ratio':>6}")
+    print(f"{'filters':>8} {'images':>7} {'ours s':>8} {'GFLOP/s':>8} {'GEMM s':>8} {'GEMM GFLOP/s':>13} {'ratio':>6}"
+          f" {'2-sided s':>10} {'as 2F s':>8} {'speed-up':>9}")
     for n_filters in [int(f) for f in args.filters.split(",")]:
         row = throughput(images[:args.images], n_filters)
         results.append({**row, "data": source, "torch_blas": torch_blas(), "torch_threads": torch.get_num_threads()})
         print(f"{row['filters']:>8} {row['images']:>7} {row['seconds']:>8.2f} {row['gflops']:>8.1f} "
-              f"{row['gemm_seconds']:>8.2f} {row['gemm_gflops']:>13.1f} {row['ratio']:>6.2f}")
+              f"{row['gemm_seconds']:>8.2f} {row['gemm_gflops']:>13.1f} {row['ratio']:>6.2f} "
+              f"{row['two_sided_seconds']:>10.2f} {row['two_sided_as_2f_seconds']:>8.2f} {row['two_sided_ratio']:>9.2f}")
     with tempfile.TemporaryDirectory() as folder:
         comparison = output_layer_comparison(images[:args.fit_images], labels[:args.fit_images],
                                              args.fit_filters, folder)

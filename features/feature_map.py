@@ -39,7 +39,7 @@ def region_edges(length, grid):
 
 
 def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, stride=1, pooling="sum",
-                   grid=2, memory_mb=32, device="cpu", out=None, progress=None):
+                   grid=2, memory_mb=32, device="cpu", negated_offset=None, out=None, progress=None):
     """Pooled ReLU responses ``max(q W + offset, 0)`` of every normalised patch ``q`` of every image.
 
     Parameters
@@ -54,41 +54,64 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
     pooling : "max", "sum" or "mean" over each region of a ``grid x grid`` partition
     memory_mb : float, budget for one chunk's intermediate arrays, in MiB
     device : torch device string ("cpu", "cuda")
-    out : float array (N, F * grid**2) to write into (e.g. a memory map); allocated if None
+    negated_offset : (F,) float or None: also the responses to the negated filters,
+        ``max(-q W + negated_offset, 0)``, from the same product (one GEMM for both sides)
+    out : float array (N, F' * grid**2) to write into (e.g. a memory map); allocated if None
     progress : callable(int) or None, called with the number of images done after each chunk
 
     Returns
     -------
-    float32 array (N, F * grid**2); feature ``f * grid**2 + region`` is filter ``f`` pooled over
-    ``region`` (row-major over the grid).
+    float32 array (N, F' * grid**2), ``F' = F`` (``2F`` with ``negated_offset``, the negated filters
+    second); feature ``f * grid**2 + region`` is filter ``f`` pooled over ``region`` (row-major).
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     n_images, height, width, _ = images.shape
     n_filters = weights.shape[1]
+    sides = [offset] if negated_offset is None else [offset, negated_offset]
     rows = region_edges(output_size(height, patch_size, stride), grid)
     cols = region_edges(output_size(width, patch_size, stride), grid)
-    weights, offset = (torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device) for a in (weights, offset))
+    weights, *sides = (torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device) for a in (weights, *sides))
+    # the negated side from the first one's responses r = qW + offset: -qW + negated_offset = both - r
+    both_offsets = sides[0] + sides[-1]
     scale = pixel_scale(images.dtype)
+    n_pooled = n_filters * grid * grid
     if out is None:
-        out = np.empty((n_images, n_filters * grid * grid), dtype=np.float32)
+        out = np.empty((n_images, n_pooled * len(sides)), dtype=np.float32)
     n_positions = rows[-1] * cols[-1]
-    chunk = chunk_size(n_positions, weights.shape[0], n_filters, memory_mb)
-    # one response buffer for all chunks: the GEMM writes into it (with the offset: addmm), no allocation
-    buffer = torch.empty((min(chunk, n_images) * n_positions, n_filters), dtype=torch.float32, device=device)
+    chunk = chunk_size(n_positions, weights.shape[0], n_filters * len(sides), memory_mb)
+    # response buffers reused by all chunks: the GEMM writes into the first (with the offset: addmm);
+    # the negated side is read from it before it is overwritten in place
+    buffers = [torch.empty((min(chunk, n_images) * n_positions, n_filters), dtype=torch.float32, device=device)
+               for _ in sides]
     with torch.inference_mode():
         for start in range(0, n_images, chunk):
             # a private copy: the input may be a read-only memory map, and is never written to
             batch = torch.from_numpy(np.array(images[start:start + chunk])).to(device)
             pixels = batch.permute(0, 3, 1, 2).to(torch.float32) * scale
             patches = _patches(pixels, patch_size, stride, eps if normalize else None)
-            responses = buffer[:len(patches)]
-            torch.addmm(offset, patches, weights, out=responses).relu_()
-            responses = responses.view(len(batch), rows[-1], cols[-1], n_filters)
-            out[start:start + len(batch)] = _pool(responses, rows, cols, pooling).cpu().numpy()
+            responses = [buffer[:len(patches)] for buffer in buffers]
+            torch.addmm(sides[0], patches, weights, out=responses[0])
+            if len(sides) == 2:
+                torch.sub(both_offsets, responses[0], out=responses[1]).relu_()
+            responses[0].relu_()
+            for side, response in enumerate(responses):
+                pooled = _pool(response.view(len(batch), rows[-1], cols[-1], n_filters), rows, cols, pooling)
+                out[start:start + len(batch), side * n_pooled:(side + 1) * n_pooled] = pooled.cpu().numpy()
             if progress is not None:
                 progress(len(batch))
     return out
+
+
+def response_std(filters, patches):
+    """(F,) standard deviation of each filter's response ``patches @ filters.T`` over the patches.
+
+    ``filters`` (F, d), ``patches`` (P, d): through the (d, d) patch covariance, ``sqrt(u^T C u)``, so that
+    no (P, F) response matrix is formed (40,000 x 40,000 at the paper's scale).
+    """
+    covariance = np.cov(np.asarray(patches, dtype=np.float64), rowvar=False).reshape(patches.shape[1], -1)
+    variances = ((filters @ covariance) * filters).sum(axis=1)
+    return np.sqrt(np.clip(variances, 0.0, None))
 
 
 def chunk_size(n_positions, patch_dim, n_filters, memory_mb):
@@ -136,7 +159,10 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
     filter_bank : a transformer whose ``fit(patches)`` sets ``filters_`` (F, d) and ``bias_`` (F,),
         :class:`features.extreme_points.ExtremePointFilters` if None
     stride, pooling, grid, memory_mb, device : see :func:`conv_relu_pool`
-    two_sided : bool, also the responses to the negated filters, ``max(-(z u + b), 0)`` (2F filters)
+    two_sided : bool, also the responses to the negated filters, ``max(-(z u + b) - t, 0)`` (2F filters)
+    threshold : float >= 0, soft threshold ``alpha`` of the ReLU, in units of each filter's response
+        standard deviation ``s`` over the sampled (whitened) patches: responses are ``max(z u + b - t, 0)``
+        with ``t = alpha s`` (Coates and Ng 2011's soft-threshold encoder; 0 is the plain ReLU)
     image_shape : None, (H, W) or (H, W, C): the shape of one image when rows are flattened
         (see :mod:`features.images`)
     random_state : int, numpy Generator or None, seeds the patch sampling
@@ -146,13 +172,13 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
     ----------
     whitener_ : fitted whitener; filter_bank_ : fitted filter bank
     weights_ : (d, F) and offset_ : (F,), the folded affine map of normalised patches ((d, 2F) and (2F,),
-        the negated filters second, when ``two_sided``)
+        the negated filters second, when ``two_sided``), thresholds included
     image_shape_ : (H, W, C) seen in fit; n_features_in_ : ``H * W * C``
     """
 
     def __init__(self, patch_size=5, n_patches=1000, whitener=None, filter_bank=None, stride=1,
-                 pooling="sum", grid=2, memory_mb=32, device="cpu", two_sided=False, image_shape=None,
-                 random_state=None, verbose=0):
+                 pooling="sum", grid=2, memory_mb=32, device="cpu", two_sided=False, threshold=0.0,
+                 image_shape=None, random_state=None, verbose=0):
         self.patch_size = patch_size
         self.n_patches = n_patches
         self.whitener = whitener
@@ -163,6 +189,7 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         self.memory_mb = memory_mb
         self.device = device
         self.two_sided = two_sided
+        self.threshold = threshold
         self.image_shape = image_shape
         self.random_state = random_state
         self.verbose = verbose
@@ -181,14 +208,18 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         whitener = clone(self.whitener) if self.whitener is not None else PatchWhitener()
         self.whitener_ = stages.fit("whitening", whitener, patches, settings=sampling)
         filter_bank = clone(self.filter_bank) if self.filter_bank is not None else ExtremePointFilters()
-        self.filter_bank_ = stages.fit("filters", filter_bank, self.whitener_.transform(patches))
-        if len(self.filter_bank_.filters_) == 0:
+        whitened = self.whitener_.transform(patches)
+        self.filter_bank_ = stages.fit("filters", filter_bank, whitened)
+        filters, bias = self.filter_bank_.filters_, self.filter_bank_.bias_
+        if len(filters) == 0:
             raise ValueError(f"the filter bank is empty: all {count} patches lie inside the convex hull of "
                              "the others (constant or repeated patches); use more varied images")
-        self.weights_, self.offset_ = self.whitener_.fold(self.filter_bank_.filters_, self.filter_bank_.bias_)
+        self.weights_, offset = self.whitener_.fold(filters, bias)
+        thresholds = self.threshold * response_std(filters, whitened) if self.threshold else 0.0
+        self.offset_ = offset - thresholds
         if self.two_sided:
             self.weights_ = np.hstack([self.weights_, -self.weights_])
-            self.offset_ = np.hstack([self.offset_, -self.offset_])
+            self.offset_ = np.hstack([self.offset_, -offset - thresholds])
         self.image_shape_ = tuple(int(s) for s in images.shape[1:])
         self.n_features_in_ = int(np.prod(self.image_shape_))
         return self
@@ -197,12 +228,16 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         """Pooled features, float32 (N, F * grid**2), of images ``X`` (2F filters when ``two_sided``)."""
         check_is_fitted(self, "weights_")
         images = check_images(X, self.image_shape, self.image_shape_, type(self).__name__)
+        # two-sided: the second half of weights_ is the negated first half, so one GEMM serves both
+        n_filters = self.weights_.shape[1] // (2 if self.two_sided else 1)
+        negated_offset = self.offset_[n_filters:] if self.two_sided else None
         with tqdm(total=len(images), desc="features", unit="img", leave=False,
                   disable=None if self.verbose else True) as bar:
             return conv_relu_pool(
-                images, self.weights_, self.offset_, patch_size=self.patch_size, eps=self.whitener_.eps,
-                normalize=self.whitener_.normalize, stride=self.stride, pooling=self.pooling,
-                grid=self.grid, memory_mb=self.memory_mb, device=self.device, progress=bar.update)
+                images, self.weights_[:, :n_filters], self.offset_[:n_filters], patch_size=self.patch_size,
+                eps=self.whitener_.eps, normalize=self.whitener_.normalize, stride=self.stride,
+                pooling=self.pooling, grid=self.grid, memory_mb=self.memory_mb, device=self.device,
+                negated_offset=negated_offset, progress=bar.update)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -216,6 +251,8 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
                              f"{height} x {width} images, got {self.patch_size!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if not (isinstance(self.threshold, numbers.Real) and self.threshold >= 0):
+            raise ValueError(f"threshold must be a number >= 0 (response standard deviations), got {self.threshold!r}")
         for name in ("stride", "grid"):
             if not (isinstance(getattr(self, name), numbers.Integral) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")

@@ -50,6 +50,7 @@ DEFAULTS = {
         "memory_mb": 32,            # budget of one chunk of the feature computation (MiB)
         "device": "cpu",            # torch device: cpu | cuda
         "two_sided": False,         # also the responses to the negated filters (2F filters)
+        "threshold": 0.0,           # soft threshold of the ReLU, in response standard deviations (0: plain)
         "storage": "memory",        # memory | disk (OUT/cache/*.npy, streamed by the output layer)
         "dtype": "float32",         # disk storage: float32 | float16
         "n_jobs": 1,                # joblib workers computing blocks of 256 images (torch threads otherwise)
@@ -257,6 +258,7 @@ RANGES = {
     "filters.batch_size": (lambda v: v >= 1, "must be at least 1"),
     "features.stride": (lambda v: v >= 1, "must be at least 1"),
     "features.grid": (lambda v: v >= 1, "must be at least 1"),
+    "features.threshold": (lambda v: v >= 0, "must be at least 0 (response standard deviations)"),
     "features.memory_mb": (lambda v: v > 0, "must be positive"),
     "features.n_jobs": (lambda v: v != 0, "must be a positive count or negative (joblib: -1 = all cores)"),
     "output.working_set": (lambda v: v >= 1, "must be at least 1"),

@@ -205,7 +205,7 @@ def build_model(config):
         patch_size=patches["size"], n_patches=patches["count"], whitener=whitener, filter_bank=build_filter_bank(config),
         stride=features["stride"], pooling=features["pooling"], grid=features["grid"],
         memory_mb=features["memory_mb"], device=features["device"], two_sided=features["two_sided"],
-        random_state=config["seed"], verbose=1)
+        threshold=features["threshold"], random_state=config["seed"], verbose=1)
     return ConvexRFClassifier(features=feature_map, output_layer=L1OutputLayer(**config["output"]))
 
 

@@ -51,6 +51,8 @@ def test_wrong_types_choices_and_ranges_are_reported_together():
     assert any("patches.eps must be >= 0" in p for p in problems)
     assert any("patches.count must be at least 2" in p for p in problems)
     assert any("set output.tau" in p for p in problems)
+    with pytest.raises(ConfigError, match=r"features.threshold must be at least 0 \(response standard deviations\)"):
+        load_config(None, ["features.threshold=-1"])
 
 
 def test_bad_override_syntax_and_missing_file(tmp_path):

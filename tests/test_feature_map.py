@@ -135,3 +135,48 @@ def test_a_two_sided_encoding_adds_the_responses_to_the_negated_filters():
     np.testing.assert_allclose(two_sided.transform(images),
                                np.hstack([one_sided.transform(images), negated]), rtol=1e-5, atol=1e-5)
     assert two_sided.transform(images).shape == (6, 2 * n_filters * 4)
+
+
+def test_response_std_is_the_standard_deviation_of_the_responses():
+    from features.feature_map import response_std
+
+    rng = np.random.default_rng(6)
+    patches, filters = rng.normal(size=(300, 12)) * rng.uniform(0.1, 3, size=12), rng.normal(size=(5, 12))
+    np.testing.assert_allclose(response_std(filters, patches), (patches @ filters.T).std(axis=0, ddof=1),
+                               rtol=1e-10)
+
+
+def test_a_soft_threshold_shifts_each_response_by_its_standard_deviations():
+    """``max(z - t s, 0)`` on both sides: the features of the plain maps with the shifted offsets, each
+    below the plain one (max pooling: by exactly the shift where the plain maximum exceeds it)."""
+    from features.feature_map import ConvReLUPool, response_std
+
+    images = np.random.default_rng(7).integers(0, 256, size=(6, 10, 10, 1), dtype=np.uint8)
+    plain = ConvReLUPool(patch_size=3, n_patches=60, grid=2, pooling="max", random_state=0).fit(images)
+    soft = ConvReLUPool(patch_size=3, n_patches=60, grid=2, pooling="max", two_sided=True, threshold=0.5,
+                        random_state=0).fit(images)
+    whitened = plain.whitener_.transform(_sampled_patches(plain, images))
+    shift = 0.5 * response_std(plain.filter_bank_.filters_, whitened)
+    expected = [conv_relu_pool(images, sign * plain.weights_, sign * plain.offset_ - shift, patch_size=3,
+                               eps=0.01, pooling="max") for sign in (1, -1)]
+    np.testing.assert_allclose(soft.transform(images), np.hstack(expected), rtol=1e-5, atol=1e-5)
+    assert np.all(shift > 0)
+    n_filters = plain.weights_.shape[1]
+    np.testing.assert_allclose(soft.transform(images)[:, :4 * n_filters],
+                               np.maximum(plain.transform(images) - np.repeat(shift, 4), 0), rtol=1e-5, atol=1e-5)
+
+
+def _sampled_patches(feature_map, images):
+    """The patches ``feature_map.fit`` sampled (same seed and count)."""
+    from features.patches import sample_patches
+
+    return sample_patches(images, feature_map.patch_size, feature_map.n_patches, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("threshold", [-0.5, "0.5", None])
+def test_a_negative_or_non_numeric_threshold_is_refused(threshold):
+    from features.feature_map import ConvReLUPool
+
+    images = np.zeros((2, 8, 8, 1), dtype=np.uint8)
+    with pytest.raises(ValueError, match="threshold must be a number >= 0"):
+        ConvReLUPool(patch_size=3, n_patches=10, threshold=threshold).fit(images)
