@@ -73,7 +73,7 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
     cols = region_edges(output_size(width, patch_size, stride), grid)
     weights, *sides = (torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device) for a in (weights, *sides))
     # the negated side from the first one's responses r = qW + offset: -qW + negated_offset = both - r
-    both_offsets = sides[0] + sides[-1]
+    both_offsets = sides[0] + sides[1] if len(sides) == 2 else None
     scale = pixel_scale(images.dtype)
     n_pooled = n_filters * grid * grid
     if out is None:
@@ -92,7 +92,7 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
             patches = _patches(pixels, patch_size, stride, eps if normalize else None)
             responses = [buffer[:len(patches)] for buffer in buffers]
             torch.addmm(sides[0], patches, weights, out=responses[0])
-            if len(sides) == 2:
+            if both_offsets is not None:
                 torch.sub(both_offsets, responses[0], out=responses[1]).relu_()
             responses[0].relu_()
             for side, response in enumerate(responses):
