@@ -46,8 +46,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     # Imported here so that --help answers at once, without loading torch.
     from data import DatasetError
-    from pipeline.config import ConfigError
-    from pipeline.model_io import ModelFileError
+    from pipeline import ConfigError, ModelFileError
 
     try:
         commands = {"train": train, "predict": predict, "visualize": visualize, "report": report}
@@ -59,8 +58,8 @@ def main(argv=None):
 
 
 def train(args):
-    from pipeline.config import load_config
-    from pipeline.job import train as train_job
+    from pipeline import load_config
+    from pipeline import train as train_job
 
     config = load_config(args.config, args.overrides, data_root=args.data_root)
     out = args.out if args.out is not None else Path("runs") / args.config.stem
@@ -68,14 +67,14 @@ def train(args):
 
 
 def visualize(args):
-    from pipeline.visualize import save_filter_pictures
+    from pipeline.reporting import save_filter_pictures
 
     for path in save_filter_pictures(args.run, max_filters=args.max_filters):
         print(f"wrote {path}")
 
 
 def report(args):
-    from pipeline.report import write_report
+    from pipeline.reporting import write_report
 
     for path in write_report(args.run):
         print(f"wrote {path}")
@@ -83,7 +82,7 @@ def report(args):
 
 def predict(args):
     from data.image_files import read_images_for_prediction, write_predictions_csv
-    from pipeline.model_io import load_model
+    from pipeline import load_model
 
     model = load_model(args.run)
     files, images = read_images_for_prediction(args.images, model.image_shape_)

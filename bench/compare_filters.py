@@ -30,11 +30,11 @@ from training import REPO, train_run
 
 sys.path.insert(0, str(REPO))
 
-from pipeline.cache import write_text_atomic  # noqa: E402
+from pipeline.storage import write_text_atomic  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.job import build_model, load_data  # noqa: E402
-from pipeline.report import write_report  # noqa: E402
-from pipeline.ridge import ridge_readout  # noqa: E402
+from pipeline.reporting import write_report  # noqa: E402
+from pipeline.readout.ridge import ridge_readout  # noqa: E402
 
 METHODS = ("extreme_point", "random_patches", "kmeans", "gaussian")
 KMEANS_PATCHES_PER_FILTER = 10

@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import DatasetError, load_splits  # noqa: E402
 from features.feature_map import chunk_size, conv_relu_pool  # noqa: E402
 from filters import blas_description, load_images  # noqa: E402  (bench/filters.py)
-from pipeline.feature_store import FeatureStore  # noqa: E402
-from pipeline.output_layer import L1OutputLayer  # noqa: E402
+from pipeline.storage import FeatureStore  # noqa: E402
+from pipeline import L1OutputLayer  # noqa: E402
 
 PATCH_SIZE, POSITIONS, PATCH_DIM, MEMORY_MB = 6, 27 * 27, 108, 32
 

@@ -4,7 +4,7 @@
 
 Features of ``configs/mnist.yaml`` (its patches, encoding and pooling; ``--patches`` of them) on a seeded
 stratified subsample of ``--images`` MNIST training images, split 80/20 into fit and validation rows.
-:class:`pipeline.output_layer.L1OutputLayer` at the config's ``beta`` is fitted on the same features with:
+:class:`pipeline.L1OutputLayer` at the config's ``beta`` is fitted on the same features with:
 
 * ``reference``: ``tol 1e-4``, float64 products, SPGL1 on all features at once (the settings before this
   benchmark's changes, except the root-find tolerance rule);
@@ -33,7 +33,8 @@ from training import REPO
 
 sys.path.insert(0, str(REPO))
 
-from pipeline import out_of_core, output_layer  # noqa: E402
+from pipeline import L1OutputLayer  # noqa: E402
+from pipeline.readout import solve, working_set  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.job import build_model, load_data  # noqa: E402
 
@@ -75,11 +76,11 @@ def main(argv=None):
     B, y, B_val, y_val, settings = features(args)
     print(f"{B.shape[0]} fit / {B_val.shape[0]} validation images, {B.shape[1]} features; {blas_description()}")
     rows, reference = [], None
-    default_float32_tol, default_rough = output_layer._FLOAT32_TOL, out_of_core._ROUGH_BETA_RTOL
+    default_float32_tol, default_rough = solve.FLOAT32_TOL, working_set._ROUGH_BETA_RTOL
     for name, params, float32, rough in variants(B.shape[1]):
-        output_layer._FLOAT32_TOL = default_float32_tol if float32 else np.inf
-        out_of_core._ROUGH_BETA_RTOL = default_rough if rough else None  # None: the tolerance's own rtol
-        layer = output_layer.L1OutputLayer(beta=settings["beta"], group=settings["group"], max_iter=20000, **params)
+        solve.FLOAT32_TOL = default_float32_tol if float32 else np.inf
+        working_set._ROUGH_BETA_RTOL = default_rough if rough else None  # None: the tolerance's own rtol
+        layer = L1OutputLayer(beta=settings["beta"], group=settings["group"], max_iter=20000, **params)
         start = time.perf_counter()
         layer.fit(B, y)
         seconds = time.perf_counter() - start
@@ -90,7 +91,7 @@ def main(argv=None):
                      "features_used": int(np.count_nonzero(np.any(layer.coef_ != 0, axis=1))),
                      "objective_vs_reference": None if objective is None else objective / reference["objective"] - 1,
                      "validation_accuracy": float(layer.score(B_val, y_val))})
-    output_layer._FLOAT32_TOL, out_of_core._ROUGH_BETA_RTOL = default_float32_tol, default_rough
+    solve.FLOAT32_TOL, working_set._ROUGH_BETA_RTOL = default_float32_tol, default_rough
     print(f"\n{'variant':>34} {'seconds':>8} {'speed-up':>8} {'iters':>6} {'solves':>6} {'rounds':>6} {'used':>6} "
           f"{'objective':>10} {'val acc':>8}")
     for row in rows:

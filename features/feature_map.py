@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .extreme_points import ExtremePointFilters
 from .images import check_images, pixel_scale
 from .patches import sample_patches
-from .stages import Uncached
+from .stage_protocol import Uncached
 from .whitening import PatchWhitener
 
 POOLINGS = ("max", "sum", "mean")

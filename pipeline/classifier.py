@@ -7,9 +7,9 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from features.feature_map import ConvReLUPool
 from features.images import check_images
-from features.stages import Uncached
+from features.stage_protocol import Uncached
 
-from .output_layer import L1OutputLayer
+from .readout.output_layer import L1OutputLayer
 
 
 class ConvexRFClassifier(ClassifierMixin, BaseEstimator):

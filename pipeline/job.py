@@ -25,18 +25,19 @@ from features.feature_map import ConvReLUPool
 from features.filter_banks import GaussianFilters, KMeansFilters, RandomPatchFilters
 from features.whitening import PatchWhitener
 
-from .cache import remove_stale_temporaries, stage_key, write_text_atomic
-from .backprop import BackpropNetwork
+from .baselines.backprop import BackpropNetwork
+from .baselines.closed_form import ClosedFormNetwork, WhiteningError
+from .baselines.cutting_plane import CuttingPlaneNetwork
+from .baselines.least_squares import LeastSquaresClassifier
+from .cached_stages import CachedStages
 from .classifier import ConvexRFClassifier
-from .closed_form import ClosedFormNetwork, WhiteningError
 from .config import ConfigError, check_against_images
-from .cutting_plane import CuttingPlaneNetwork
-from .evaluation import classification_metrics
-from .least_squares import LeastSquaresClassifier
-from .model_io import save_model
-from .output_layer import L1OutputLayer
-from .ridge import ridge_readout as fit_ridge_readout
-from .stages import CachedStages
+from .readout.output_layer import L1OutputLayer
+from .readout.ridge import ridge_readout as fit_ridge_readout
+from .reporting.metrics import classification_metrics
+from .storage.atomic import remove_stale_temporaries, write_text_atomic
+from .model_files import save_model
+from .storage.stage_cache import stage_key
 
 
 def train(config, out_dir, log=print):

@@ -14,9 +14,9 @@ from features.extreme_points import ExtremePointFilters
 from features.feature_map import ConvReLUPool
 from features.filter_banks import GaussianFilters, KMeansFilters, RandomPatchFilters
 from features.whitening import PatchWhitener
-from pipeline.classifier import ConvexRFClassifier
-from pipeline.model_io import ModelFileError, load_model, save_model
-from pipeline.output_layer import L1OutputLayer
+from pipeline import ConvexRFClassifier
+from pipeline import ModelFileError, load_model, save_model
+from pipeline import L1OutputLayer
 
 # scikit-learn's checks feed 2-D feature tables: read them as 1 x 1 images with D channels (patch_size=1),
 # keep every sample as a patch and do not normalise (a 1-pixel patch normalises to zero).

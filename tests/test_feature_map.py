@@ -110,7 +110,7 @@ def test_cuda_features_match_the_cpu_features():
 def test_features_on_a_dask_cluster_are_identical_to_the_local_ones(tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     from features.feature_map import ConvReLUPool
-    from pipeline.feature_store import FeatureStore
+    from pipeline.storage import FeatureStore
 
     images = np.random.default_rng(5).integers(0, 256, size=(30, 10, 10, 3), dtype=np.uint8)
     model = ConvReLUPool(patch_size=3, n_patches=60, random_state=0).fit(images)

@@ -1,9 +1,9 @@
-"""Gram matrices by GEMM tiles (pipeline.gram) against numpy's X.T @ X."""
+"""Gram matrices by GEMM tiles (pipeline.readout.gram) against numpy's X.T @ X."""
 
 import numpy as np
 import pytest
 
-from pipeline.gram import add_upper_gram, cholesky_lower, fill_lower, gram_matrix, solve_positive_definite
+from pipeline.readout.gram import add_upper_gram, cholesky_lower, fill_lower, gram_matrix, solve_positive_definite
 
 
 @pytest.mark.parametrize("n_features, tile", [(50, 16), (48, 16), (7, 16), (33, 1), (1, 4)])

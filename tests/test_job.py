@@ -16,7 +16,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 import run
-from pipeline.model_io import load_model
+from pipeline import load_model
 
 REPO = Path(run.__file__).resolve().parent
 
@@ -248,7 +248,7 @@ def test_a_validation_split_replaces_the_test_set_for_tuning(tmp_path, capsys):
 
 
 def test_settings_that_are_none_do_not_change_stage_keys():
-    from pipeline.cache import stage_key
+    from pipeline.storage import stage_key
 
     assert stage_key({"a": 1, "new": None}, "x") == stage_key({"a": 1}, "x")
     assert stage_key({"a": 1, "new": 2}, "x") != stage_key({"a": 1}, "x")

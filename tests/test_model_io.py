@@ -1,4 +1,4 @@
-"""Tests of the safe model files (pipeline/model_io.py)."""
+"""Tests of the safe model files (pipeline/storage/model_io.py, through pipeline/model_files.py)."""
 
 import json
 import re
@@ -8,8 +8,9 @@ import pytest
 from sklearn.base import BaseEstimator
 
 from features.whitening import ZCAWhitener
-from pipeline.model_io import ModelFileError, default_registry, load_model, read_manifest, save_model
-from pipeline.output_layer import L1OutputLayer
+from pipeline import L1OutputLayer, ModelFileError, load_model, save_model
+from pipeline.storage import model_io
+from pipeline.storage.model_io import read_manifest
 
 
 class Stack(BaseEstimator):
@@ -112,8 +113,8 @@ def test_output_layer_round_trip(tmp_path):
 def test_nested_estimator_round_trip(tmp_path):
     X = patches()
     stack = Stack(base=ZCAWhitener(eps=0.5)).fit(X)
-    save_model(stack, tmp_path, registry=STACK_REGISTRY)
-    loaded = load_model(tmp_path, registry=STACK_REGISTRY)
+    model_io.save_model(stack, tmp_path, registry=STACK_REGISTRY)
+    loaded = model_io.load_model(tmp_path, registry=STACK_REGISTRY)
     assert_same(loaded, stack, "model")
     assert loaded.sizes == (2, 3) and loaded.limit == float("inf")
     assert type(loaded.base) is ZCAWhitener and loaded.base.eps == 0.5
@@ -125,12 +126,6 @@ def test_nested_estimator_round_trip(tmp_path):
     assert np.array_equal(right.transform(X[:, 3:]), stack.parts_[1][0].transform(X[:, 3:]))
     assert np.array_equal(loaded.whitener_.transform(X), stack.whitener_.transform(X))
     assert "whitener_/mean_" in read_manifest(tmp_path)["arrays"]
-
-
-def test_default_registry_has_the_convexrf_estimators():
-    registry = default_registry()
-    assert registry["ZCAWhitener"] is ZCAWhitener
-    assert registry["L1OutputLayer"] is L1OutputLayer
 
 
 def test_unsafe_values_are_refused_at_save(tmp_path):
@@ -231,9 +226,9 @@ def test_classes_outside_the_registry_are_refused(saved_whitener):
     folder, _ = saved_whitener
     with pytest.raises(ModelFileError, match=re.escape(
             "estimator class 'ZCAWhitener', which is not allowed (allowed: ['L1OutputLayer'])")):
-        load_model(folder, registry={"L1OutputLayer": L1OutputLayer})
+        model_io.load_model(folder, registry={"L1OutputLayer": L1OutputLayer})
     with pytest.raises(ModelFileError, match=re.escape("parameters it does not take: ['eps']")):
-        load_model(folder, registry={"ZCAWhitener": L1OutputLayer})
+        model_io.load_model(folder, registry={"ZCAWhitener": L1OutputLayer})
 
 
 def test_missing_files_are_named(saved_whitener, tmp_path):

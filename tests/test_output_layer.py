@@ -1,6 +1,4 @@
-"""Tests of the l1 output layer (pipeline/output_layer.py)."""
-
-import importlib
+"""Tests of the l1 output layer estimator (pipeline/readout/output_layer.py)."""
 
 import numpy as np
 import pytest
@@ -8,17 +6,8 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso, MultiTaskLasso
 
-from pipeline.output_layer import (
-    L1OutputLayer,
-    _compressed_problem,
-    _group_dual,
-    _group_primal,
-    _group_project,
-    _history_size,
-    _stacked_operator,
-    group_norms,
-    solve_l1,
-)
+from pipeline import L1OutputLayer
+from pipeline.readout.penalties import group_norms
 
 TRUE_ROWS = (3, 11, 19, 30, 42)
 
@@ -45,61 +34,7 @@ def dual_norm(G, group):
     return group_norms(G, group)[1]
 
 
-# -- operator and norms ---------------------------------------------------------------------------
-
-
-def test_stacked_operator_is_row_major_bw_and_its_adjoint():
-    rng = np.random.default_rng(1)
-    B = rng.standard_normal((7, 5))
-    W = rng.standard_normal((5, 3))
-    R = rng.standard_normal((7, 3))
-    A = _stacked_operator(B, 3)
-    assert A.shape == (21, 15)
-    np.testing.assert_allclose(A.matvec(W.ravel()), (B @ W).ravel(), rtol=1e-13)
-    np.testing.assert_allclose(A.rmatvec(R.ravel()), (B.T @ R).ravel(), rtol=1e-13)
-    # same layout as spgl1's spg_mmv block operator
-    blockdiag = importlib.import_module("spgl1.spgl1")._blockdiag
-    from scipy.sparse.linalg import aslinearoperator
-
-    mmv = blockdiag(aslinearoperator(B), 7, 5, 3)
-    np.testing.assert_allclose(A.matvec(W.ravel()), mmv.matvec(W.ravel()), rtol=1e-13)
-
-
-def test_group_norms_match_spgl1_mmv_functions():
-    module = importlib.import_module("spgl1.spgl1")
-    rng = np.random.default_rng(2)
-    W = rng.standard_normal((6, 3))
-    W[2] = 0.0
-    x = W.ravel()
-    assert _group_primal(x, 1, n_classes=3) == pytest.approx(module._norm_l12_primal(3, x, 1))
-    assert _group_primal(x, 1, n_classes=3) == pytest.approx(np.linalg.norm(W, axis=1).sum())
-    assert _group_dual(x, 1, n_classes=3) == pytest.approx(module._norm_l12_dual(3, x, 1))
-    tau = 0.4 * _group_primal(x, 1, n_classes=3)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        expected = module._norm_l12_project(3, x, 1, tau)
-    projected = _group_project(x, 1, tau, n_classes=3)
-    np.testing.assert_allclose(projected, expected, atol=1e-12)
-    assert _group_primal(projected, 1, n_classes=3) == pytest.approx(tau)
-
-
 # -- 1. planted sparse recovery -------------------------------------------------------------------
-
-
-def test_solve_l1_recovers_planted_rows():
-    rng = np.random.default_rng(3)
-    B = rng.standard_normal((200, 50))
-    W_true = np.zeros((50, 4))
-    W_true[list(TRUE_ROWS)] = 3.0 * rng.standard_normal((len(TRUE_ROWS), 4))
-    Y = B @ W_true + 0.01 * rng.standard_normal((200, 4))
-    A = _stacked_operator(B, 4)
-    beta_max = dual_norm(B.T @ Y, True)
-    res = solve_l1(A, Y, group=True, mode="penalized", beta=0.05 * beta_max)
-    assert res.converged
-    support = np.flatnonzero(np.linalg.norm(res.W, axis=1) > 0)
-    assert tuple(support) == TRUE_ROWS
-    # shrunk towards 0 but close: the residual is the penalty's pull, beta-sized
-    assert np.abs(res.W - W_true).max() < 0.1 * np.abs(W_true).max()
-    np.testing.assert_allclose(res.R, Y - B @ res.W, atol=1e-9)
 
 
 def class_means_data(n, seed, sep=3.0):
@@ -342,16 +277,6 @@ def test_convergence_warning_when_iterations_run_out():
     assert not model.converged_
 
 
-def test_history_size_workaround_restores_spgl1_state():
-    module = importlib.import_module("spgl1.spgl1")
-    before = module._allocSize
-    with _history_size(3 * before):
-        assert module._allocSize > 3 * before
-    assert module._allocSize == before
-    with _history_size(10):
-        assert module._allocSize == before
-
-
 # -- 6. standardisation ---------------------------------------------------------------------------
 
 
@@ -443,18 +368,3 @@ def test_bad_data_raise():
         model.predict(B[:, :10])
     with pytest.raises(ValueError, match="labels not seen"):
         model.objective(B, y + 100)
-
-
-@pytest.mark.parametrize("rank_deficient", [False, True])
-def test_compressed_problem_keeps_residuals_and_gradients(rank_deficient):
-    rng = np.random.default_rng(3)
-    B = rng.normal(size=(120, 15))
-    if rank_deficient:
-        B[:, -1] = B[:, 0] - B[:, 1]     # B^T B is singular: the eigendecomposition path
-    Y = rng.normal(size=(120, 4))
-    factor, targets, offset = _compressed_problem(B, Y)
-    for _ in range(3):
-        W = rng.normal(size=(15, 4))
-        full = np.sum((B @ W - Y) ** 2)
-        assert np.sum((factor @ W - targets) ** 2) + offset == pytest.approx(full, rel=1e-10)
-        np.testing.assert_allclose(factor.T @ (targets - factor @ W), B.T @ (Y - B @ W), atol=1e-9)

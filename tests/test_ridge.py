@@ -5,8 +5,8 @@ import pytest
 from sklearn.linear_model import RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
-from pipeline import ridge
-from pipeline.ridge import ridge_readout
+from pipeline.readout import ridge
+from pipeline.readout.ridge import ridge_readout
 
 
 def blobs(n, n_features=40, seed=0):

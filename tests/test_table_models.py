@@ -8,12 +8,12 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LinearRegression
 from sklearn.utils.estimator_checks import check_estimator
 
-from pipeline.backprop import BackpropNetwork
-from pipeline.closed_form import ClosedFormNetwork, SampleWhitener, scalar_closed_form
-from pipeline.cutting_plane import CuttingPlaneNetwork, cutting_plane, spike_free_violator
-from pipeline.least_squares import LeastSquaresClassifier
-from pipeline.model_io import load_model, save_model
-from pipeline.two_layer import network_objective
+from pipeline.baselines.backprop import BackpropNetwork
+from pipeline.baselines.closed_form import ClosedFormNetwork, SampleWhitener, scalar_closed_form
+from pipeline.baselines.cutting_plane import CuttingPlaneNetwork, cutting_plane, spike_free_violator
+from pipeline.baselines.least_squares import LeastSquaresClassifier
+from pipeline import load_model, save_model
+from pipeline.baselines.two_layer import network_objective
 
 
 @pytest.fixture(scope="module")

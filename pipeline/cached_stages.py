@@ -11,11 +11,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from features.parallel import map_blocks
-from features.stages import Uncached
+from features.stage_protocol import Uncached
 
-from .cache import StageCache, stage_key
-from .feature_store import FeatureStore
-from .model_io import ModelFileError, load_model, save_model
+from .storage.feature_store import FeatureStore
+from .model_files import load_model, save_model
+from .storage.model_io import ModelFileError
+from .storage.stage_cache import StageCache, stage_key
 
 # Images per block of a feature stage computed in parallel or stored on disk.
 BLOCK_ROWS = 256

@@ -12,7 +12,7 @@ affordable up to F ~ 25,000 where an eigendecomposition per fit (scikit-learn's 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .feature_store import ArrayFeatures
+from ..storage.feature_store import ArrayFeatures
 from .gram import add_upper_gram, fill_lower, solve_positive_definite
 
 ALPHAS = (1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3, 1e4)  # in units of standardised features (the Gram's diagonal is N)

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from pipeline.cache import save_npz_atomic, write_text_atomic
+from .atomic import save_npz_atomic, write_text_atomic
 
-__all__ = ["ModelFileError", "default_registry", "load_model", "read_manifest", "save_model"]
+__all__ = ["ModelFileError", "load_model", "read_manifest", "save_model"]
 
 FORMAT = "convexrf-model"
 FORMAT_VERSION = 1
@@ -41,37 +41,17 @@ class ModelFileError(ValueError):
     """A model cannot be saved or loaded; the message names the file, the problem and the remedy."""
 
 
-def default_registry():
-    """``{class name: class}`` of the convexrf estimators that model files may contain."""
-    from features.extreme_points import ExtremePointFilters
-    from features.feature_map import ConvReLUPool
-    from features.filter_banks import GaussianFilters, KMeansFilters, RandomPatchFilters
-    from features.whitening import PatchWhitener, ZCAWhitener
-    from pipeline.backprop import BackpropNetwork
-    from pipeline.classifier import ConvexRFClassifier
-    from pipeline.closed_form import ClosedFormNetwork
-    from pipeline.cutting_plane import CuttingPlaneNetwork
-    from pipeline.least_squares import LeastSquaresClassifier
-    from pipeline.output_layer import L1OutputLayer
-
-    classes = (ZCAWhitener, PatchWhitener, ExtremePointFilters, RandomPatchFilters, KMeansFilters, GaussianFilters,
-               ConvReLUPool, L1OutputLayer, ConvexRFClassifier, LeastSquaresClassifier, BackpropNetwork,
-               CuttingPlaneNetwork, ClosedFormNetwork)
-    return {cls.__name__: cls for cls in classes}
-
-
 # ----------------------------------------------------------------------------------------------
 # Saving
 
 
-def save_model(estimator, folder, *, config=None, registry=None):
+def save_model(estimator, folder, *, registry, config=None):
     """Save a fitted ``estimator`` as ``folder/model.npz`` then ``folder/model.json``, both atomically.
 
     ``config`` (a JSON-serialisable dict, e.g. the job's config) is stored in the manifest. Every
-    estimator class in the tree must be in ``registry`` (default :func:`default_registry`), so that
-    what is saved can be loaded.
+    estimator class in the tree must be in ``registry`` (``{class name: class}``, e.g.
+    :data:`pipeline.model_files.REGISTRY`), so that what is saved can be loaded.
     """
-    registry = default_registry() if registry is None else registry
     arrays = {}
     tree = _encode_estimator(estimator, "", arrays, registry)
     classes = getattr(estimator, "classes_", None)
@@ -174,13 +154,12 @@ def read_manifest(folder):
     return manifest
 
 
-def load_model(folder, *, registry=None):
+def load_model(folder, *, registry):
     """The fitted estimator saved in ``folder``, rebuilt from classes in ``registry`` only.
 
-    ``registry`` maps class names to classes (default :func:`default_registry`). Nothing from the
-    files is executed and ``fit`` is not called.
+    ``registry`` maps class names to classes (e.g. :data:`pipeline.model_files.REGISTRY`). Nothing from
+    the files is executed and ``fit`` is not called.
     """
-    registry = default_registry() if registry is None else registry
     manifest, entries = _read_checked(folder)
     json_path = Path(folder) / JSON_NAME
     try:

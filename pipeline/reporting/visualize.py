@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .model_io import load_model  # noqa: E402
+from ..model_files import load_model  # noqa: E402
 
 
 def filter_images(model):

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from .model_io import load_model  # noqa: E402
+from ..model_files import load_model  # noqa: E402
 
 # Test accuracy in Ergen and Pilanci (JMLR 2021), Table 1 (method.md section 3): model -> dataset -> accuracy.
 PAPER = {

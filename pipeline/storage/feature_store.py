@@ -18,7 +18,7 @@ import numpy as np
 
 from features.parallel import map_blocks
 
-from .cache import save_npz_atomic
+from .atomic import save_npz_atomic
 
 DTYPES = ("float32", "float16")
 _CHECKPOINT_SECONDS = 30.0

@@ -1,11 +1,12 @@
-"""The output-layer problem on features stored on disk (:class:`pipeline.feature_store.FeatureStore`), or
-on in-memory features with more columns than the working set (:class:`pipeline.feature_store.ArrayFeatures`,
-always the ``"working_set"`` way).
+"""The output-layer problem on many features: a working set solved in memory and certified on all.
+
+Used for features stored on disk (:class:`pipeline.storage.FeatureStore`) and for in-memory features with
+more columns than the working set (:class:`pipeline.storage.ArrayFeatures`, always the ``"working_set"`` way).
 
 Two ways, both solving the same problem as the in-memory path (standardised features, centred
-one-hot targets, the modes and norms of :mod:`pipeline.output_layer`):
+one-hot targets, the modes and norms of :mod:`pipeline.readout.solve`):
 
-* ``"stream"``: SPGL1 on a :class:`StreamedOperator`, whose products read the file block by block and
+* ``"stream"``: SPGL1 on a :class:`pipeline.readout.operators.StreamedOperator`, whose products read the file block by block and
   standardise on the fly. Exact, but every SPGL1 iteration reads the whole file twice.
 * ``"working_set"``: solve in memory on a working set of features, then certify the solution on all
   features with one streamed pass: ``W`` (zero outside the set) is optimal for the full problem iff
@@ -29,44 +30,17 @@ one-hot targets, the modes and norms of :mod:`pipeline.output_layer`):
 import logging
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator
 
-from .feature_store import standardized_columns
-from .output_layer import SolveResult, _beta_rtol, _penalty, solve_l1, solve_standardized
+from ..storage.feature_store import standardized_columns
+from .operators import StreamedOperator
+from .penalties import penalty_functions, row_duals
+from .root_find import beta_rtol_for
+from .solve import SolveResult, solve_l1, solve_standardized
 
 logger = logging.getLogger(__name__)
 STRATEGIES = ("working_set", "stream")
 _MAX_ROUNDS = 20
 _ROUGH_BETA_RTOL = 0.05  # penalised rounds before the set settles: lambda within 5 % of beta
-
-
-class StreamedOperator(LinearOperator):
-    """``vec(W) -> vec(B_std W)`` (row-major, :func:`pipeline.output_layer._stacked_operator`'s layout)
-    over a feature store, ``B_std = (B - mean) / scale``, computed block by block in float64.
-
-    Shape ``(n K, F K)``. Never holds more than one block of ``B``.
-    """
-
-    def __init__(self, store, mean, scale, n_classes):
-        self.store, self.mean, self.scale, self.k = store, mean, scale, int(n_classes)
-        n_rows, n_features = store.shape
-        super().__init__(dtype=np.float64, shape=(n_rows * self.k, n_features * self.k))
-
-    def _matvec(self, w):
-        weights = np.reshape(w, (-1, self.k)) / self.scale[:, None]
-        out = np.empty((len(self.store), self.k))
-        for start, block in self.store.row_blocks(dtype=np.float64):
-            out[start:start + len(block)] = block @ weights
-        out -= self.mean @ weights
-        return out.ravel()
-
-    def _rmatvec(self, r):
-        residual = np.reshape(r, (-1, self.k))
-        gradient = np.zeros((len(self.mean), self.k))
-        for start, block in self.store.row_blocks(dtype=np.float64):
-            gradient += block.T @ residual[start:start + len(block)]
-        gradient -= np.outer(self.mean, residual.sum(axis=0))
-        return (gradient / self.scale[:, None]).ravel()
 
 
 def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mode, beta, relative, tau,
@@ -83,7 +57,7 @@ def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mo
         raise ValueError(f"out-of-core strategy must be one of {STRATEGIES}, got {strategy!r}")
     operator = StreamedOperator(store, mean, scale, Y.shape[1])
     gradient = np.reshape(operator.rmatvec(Y.ravel()), (-1, Y.shape[1]))
-    _, dual, _ = _penalty(group, Y.shape[1])
+    _, dual, _ = penalty_functions(group, Y.shape[1])
     beta_max = dual(gradient.ravel(), 1)
     beta_abs = (float(beta) * beta_max if relative else float(beta)) if mode == "penalized" else None
     if strategy == "stream":
@@ -97,16 +71,9 @@ def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mo
 
 def _certificate_slack(tol):
     """Relative slack of the working-set certificate: the dual norm of a LASSO solve at relative gap
-    ``tol`` is known to about 15 tol (measured, see :mod:`pipeline.output_layer`), and in penalised mode
+    ``tol`` is known to about 15 tol (measured, see :mod:`pipeline.readout.root_find`), and in penalised mode
     to the root-find's tolerance; a violation below that is noise, not a missing feature."""
-    return max(_beta_rtol(tol), 15 * tol)
-
-
-def _row_duals(gradient, group):
-    """Per-feature dual values: row l2 norms (group norm) or row max-abs (l1)."""
-    if group:
-        return np.sqrt(np.einsum("ij,ij->i", gradient, gradient))
-    return np.abs(gradient).max(axis=1)
+    return max(beta_rtol_for(tol), 15 * tol)
 
 
 def _next_working_set(active, W, duals, size):
@@ -127,7 +94,7 @@ def _next_working_set(active, W, duals, size):
 def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, size, group, mode, tau,
                  sigma, tol, max_iter, verbose, W0):
     n_features, k = gradient.shape
-    duals = _row_duals(gradient, group)
+    duals = row_duals(gradient, group)
     active = np.sort(np.argsort(-duals, kind="stable")[:min(size, n_features)])
     x0, n_iter, n_solves = None, 0, 0
     if W0 is not None:
@@ -143,7 +110,7 @@ def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, 
                                     beta_rtol=_ROUGH_BETA_RTOL if rough else None)
         n_iter, n_solves = n_iter + result.n_iter, n_solves + result.n_solves
         residual = Y - columns @ result.W
-        duals = _row_duals(np.reshape(operator.rmatvec(residual.ravel()), (n_features, k)), group)
+        duals = row_duals(np.reshape(operator.rmatvec(residual.ravel()), (n_features, k)), group)
         outside = duals.copy()
         outside[active] = 0.0
         limit = result.dual_norm * (1 + _certificate_slack(tol))

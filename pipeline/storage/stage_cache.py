@@ -1,4 +1,4 @@
-"""Stage artifacts on disk: content keys and atomic writes.
+"""Stage artifacts on disk: content keys and the cache folder.
 
 A stage's artifact is a ``.npz`` file of arrays named ``<stage>-<key>.npz``; the key hashes the
 settings the stage depends on and the keys of the stages it reads, so changing a setting re-runs that
@@ -8,11 +8,11 @@ so a killed job never leaves a half-written artifact that a later run would trus
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import save_npz_atomic
 
 
 def stage_key(*parts):
@@ -55,36 +55,3 @@ class StageCache:
         path = self.path(stage, key)
         save_npz_atomic(path, arrays)
         return path
-
-
-def save_npz_atomic(path, arrays):
-    """``np.savez`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def write_text_atomic(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def remove_stale_temporaries(folder):
-    """Delete temporary files that a killed job left in ``folder`` (recursively); returns their count."""
-    stale = list(Path(folder).rglob(".*.tmp")) if Path(folder).is_dir() else []
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return len(stale)

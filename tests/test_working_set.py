@@ -1,10 +1,10 @@
-"""Features on disk: the store, and the output layer fitted on it against the in-memory fit."""
+"""Tests of the working-set and streamed solves (pipeline/readout/working_set.py) on stored features."""
 
 import numpy as np
 import pytest
 
-from pipeline.feature_store import FeatureStore
-from pipeline.output_layer import L1OutputLayer
+from pipeline.storage import FeatureStore
+from pipeline import L1OutputLayer
 
 
 def features(n, n_features, seed=0):
@@ -122,7 +122,7 @@ def test_refit_on_a_store_matches_the_in_memory_refit(tmp_path):
 
 
 def test_next_working_set_keeps_the_support_and_adds_the_largest_duals():
-    from pipeline.out_of_core import _next_working_set
+    from pipeline.readout.working_set import _next_working_set
 
     active = np.array([1, 4, 6, 9])
     W = np.array([[0.0, 0.0], [2.0, -1.0], [0.0, 0.0], [0.0, 3.0]])  # support: features 4 and 9
@@ -140,7 +140,7 @@ def test_next_working_set_keeps_the_support_and_adds_the_largest_duals():
 def test_working_set_stays_near_the_support_on_many_features(monkeypatch):
     """400 features, a few informative: every set holds max(size, 2 |support|) features (support of the
     previous round's solution), far fewer than all, and the result equals SPGL1 on all features at once."""
-    import pipeline.out_of_core as out_of_core
+    import pipeline.readout.working_set as out_of_core
 
     B, y = features(300, 400, seed=5)
     layer = dict(beta=0.1, tol=1e-8, max_iter=20000)
