@@ -46,12 +46,12 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     # Imported here so that --help answers at once, without loading torch.
     from data import DatasetError
-    from pipeline import ConfigError, ModelFileError
+    from pipeline import ConfigError, ModelFileError, RunFolderError
 
     try:
         commands = {"train": train, "predict": predict, "visualize": visualize, "report": report}
         commands[args.command](args)
-    except (ConfigError, DatasetError, ModelFileError, FileNotFoundError) as error:
+    except (ConfigError, DatasetError, ModelFileError, RunFolderError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from .filter_banks import FilterBankMixin
 from .parallel import parallel_backend
+from .parameters import N_JOBS, NON_NEGATIVE, POSITIVE_INT, SCHEDULER
 from .simplex_qp import min_norm_point
 
 
@@ -169,6 +170,10 @@ class ExtremePointFilters(FilterBankMixin, BaseEstimator):
     max_relative_gap_ : float, the worst certificate; n_rounds_ : int, certification rounds
     """
 
+    _parameter_constraints = {"n_candidates": [POSITIVE_INT], "hull_tol": [NON_NEGATIVE], "use_bias": ["boolean"],
+                              "n_jobs": N_JOBS, "batch_size": [POSITIVE_INT], "scheduler": SCHEDULER,
+                              "verbose": ["verbose"]}
+
     def __init__(self, n_candidates=256, hull_tol=1e-6, use_bias=False, n_jobs=1, batch_size=256,
                  scheduler=None, verbose=0):
         self.n_candidates = n_candidates
@@ -181,6 +186,7 @@ class ExtremePointFilters(FilterBankMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Compute the filters of the patches ``X`` (P, d), P >= 2."""
+        self._validate_params()
         X = validate_data(self, X, dtype=np.float64)
         if len(X) < 2:
             raise ValueError("extreme points need at least 2 patches; got 1 sample")

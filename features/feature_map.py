@@ -19,11 +19,15 @@ from tqdm.auto import tqdm
 
 from .extreme_points import ExtremePointFilters
 from .images import check_images, pixel_scale
+from .parameters import (DEVICE, IMAGE_SHAPE, NON_NEGATIVE, POSITIVE, POSITIVE_INT, RANDOM_STATE, HasMethods,
+                         Interval, RealNotInt, StrOptions)
 from .patches import sample_patches
 from .stage_protocol import Uncached
 from .whitening import PatchWhitener
 
 POOLINGS = ("max", "sum", "mean")
+# What the None defaults of ConvReLUPool resolve to, where the images allow it.
+DEFAULT_PATCH_SIZE, DEFAULT_N_PATCHES, DEFAULT_GRID = 5, 1000, 2
 
 
 def output_size(image_size, patch_size, stride):
@@ -153,12 +157,15 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    patch_size : int, side ``k`` of the square patches
-    n_patches : int (a count) or float in (0, 1] (a fraction of all patch positions)
+    patch_size : int, side ``k`` of the square patches; None: 5, or the images' shorter side if smaller
+        (so that plain feature vectors, read as 1 x 1 images, work with the defaults)
+    n_patches : int >= 2 (a count), float in (0, 1] (a fraction of all patch positions), or None: 1,000,
+        or all patch positions if there are fewer
     whitener : :class:`features.whitening.PatchWhitener` or None (the default one)
     filter_bank : a transformer whose ``fit(patches)`` sets ``filters_`` (F, d) and ``bias_`` (F,),
         :class:`features.extreme_points.ExtremePointFilters` if None
-    stride, pooling, grid, memory_mb, device : see :func:`conv_relu_pool`
+    stride, pooling, memory_mb, device : see :func:`conv_relu_pool`
+    grid : int, pool over ``grid x grid`` regions; None: 2, or the response map's shorter side if smaller
     two_sided : bool, also the responses to the negated filters, ``max(-(z u + b) - t, 0)`` (2F filters)
     threshold : float >= 0, soft threshold ``alpha`` of the ReLU, in units of each filter's response
         standard deviation ``s`` over the sampled (whitened) patches: responses are ``max(z u + b - t, 0)``
@@ -173,11 +180,21 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
     whitener_ : fitted whitener; filter_bank_ : fitted filter bank
     weights_ : (d, F) and offset_ : (F,), the folded affine map of normalised patches ((d, 2F) and (2F,),
         the negated filters second, when ``two_sided``), thresholds included
+    patch_size_, n_patches_, grid_ : the patch side, patch count and pooling grid used (defaults resolved)
     image_shape_ : (H, W, C) seen in fit; n_features_in_ : ``H * W * C``
     """
 
-    def __init__(self, patch_size=5, n_patches=1000, whitener=None, filter_bank=None, stride=1,
-                 pooling="sum", grid=2, memory_mb=32, device="cpu", two_sided=False, threshold=0.0,
+    _parameter_constraints = {
+        "patch_size": [POSITIVE_INT, None], "n_patches": [Interval(numbers.Integral, 2, None, closed="left"),
+                                                           Interval(RealNotInt, 0, 1, closed="right"), None],
+        "whitener": [HasMethods(["fit", "transform", "fold"]), None], "filter_bank": [HasMethods(["fit"]), None],
+        "stride": [POSITIVE_INT], "pooling": [StrOptions(set(POOLINGS))], "grid": [POSITIVE_INT, None],
+        "memory_mb": [POSITIVE], "device": DEVICE, "two_sided": ["boolean"], "threshold": [NON_NEGATIVE],
+        "image_shape": IMAGE_SHAPE, "random_state": RANDOM_STATE, "verbose": ["verbose"],
+    }
+
+    def __init__(self, patch_size=None, n_patches=None, whitener=None, filter_bank=None, stride=1,
+                 pooling="sum", grid=None, memory_mb=32, device="cpu", two_sided=False, threshold=0.0,
                  image_shape=None, random_state=None, verbose=0):
         self.patch_size = patch_size
         self.n_patches = n_patches
@@ -199,20 +216,19 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
 
         ``stages``: a stage runner (:mod:`features.stages`) that may cache the whitening and filters.
         """
+        self._validate_params()
         stages = Uncached() if stages is None else stages
         images = check_images(X, self.image_shape)
-        self._check_params(images.shape[1:])
-        count = self._patch_count(images.shape)
-        patches = sample_patches(images, self.patch_size, count, np.random.default_rng(self.random_state))
-        sampling = {"patch_size": self.patch_size, "n_patches": count, "random_state": self.random_state}
+        self.patch_size_, self.grid_, self.n_patches_ = self._resolved(images.shape[1:], len(images))
+        patches = sample_patches(images, self.patch_size_, self.n_patches_, np.random.default_rng(self.random_state))
         whitener = clone(self.whitener) if self.whitener is not None else PatchWhitener()
-        self.whitener_ = stages.fit("whitening", whitener, patches, settings=sampling)
+        self.whitener_ = stages.fit("whitening", whitener, patches)
         filter_bank = clone(self.filter_bank) if self.filter_bank is not None else ExtremePointFilters()
         whitened = self.whitener_.transform(patches)
         self.filter_bank_ = stages.fit("filters", filter_bank, whitened)
         filters, bias = self.filter_bank_.filters_, self.filter_bank_.bias_
         if len(filters) == 0:
-            raise ValueError(f"the filter bank is empty: all {count} patches lie inside the convex hull of "
+            raise ValueError(f"the filter bank is empty: all {self.n_patches_} patches lie inside the convex hull of "
                              "the others (constant or repeated patches); use more varied images")
         self.weights_, offset = self.whitener_.fold(filters, bias)
         thresholds = self.threshold * response_std(filters, whitened) if self.threshold else 0.0
@@ -234,9 +250,9 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         with tqdm(total=len(images), desc="features", unit="img", leave=False,
                   disable=None if self.verbose else True) as bar:
             return conv_relu_pool(
-                images, self.weights_[:, :n_filters], self.offset_[:n_filters], patch_size=self.patch_size,
+                images, self.weights_[:, :n_filters], self.offset_[:n_filters], patch_size=self.patch_size_,
                 eps=self.whitener_.eps, normalize=self.whitener_.normalize, stride=self.stride,
-                pooling=self.pooling, grid=self.grid, memory_mb=self.memory_mb, device=self.device,
+                pooling=self.pooling, grid=self.grid_, memory_mb=self.memory_mb, device=self.device,
                 negated_offset=negated_offset, progress=bar.update)
 
     def __sklearn_tags__(self):
@@ -244,30 +260,38 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         tags.transformer_tags.preserves_dtype = ["float32"]  # features are float32 for any input
         return tags
 
-    def _check_params(self, image_shape):
-        height, width, _ = image_shape
-        if not (isinstance(self.patch_size, numbers.Integral) and 1 <= self.patch_size <= min(height, width)):
-            raise ValueError(f"patch_size must be an integer from 1 to {min(height, width)} for "
-                             f"{height} x {width} images, got {self.patch_size!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if not (isinstance(self.threshold, numbers.Real) and self.threshold >= 0):
-            raise ValueError(f"threshold must be a number >= 0 (response standard deviations), got {self.threshold!r}")
-        for name in ("stride", "grid"):
-            if not (isinstance(getattr(self, name), numbers.Integral) and getattr(self, name) >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        region_edges(output_size(min(height, width), self.patch_size, self.stride), self.grid)
+    def check_images(self, image_shape, n_images):
+        """Raise ValueError unless ``n_images`` images of ``image_shape`` (H, W, C) suit the parameters."""
+        self._validate_params()
+        self._resolved(image_shape, n_images)
 
-    def _patch_count(self, images_shape):
-        """``n_patches`` as a count, checked against the available positions."""
-        n_images, height, width, _ = images_shape
-        available = n_images * (height - self.patch_size + 1) * (width - self.patch_size + 1)
+    def _resolved(self, image_shape, n_images):
+        """``(patch_size, grid, n_patches)`` for these images, defaults resolved, each checked to fit."""
+        height, width, _ = image_shape
+        side = min(height, width)
+        patch_size = min(DEFAULT_PATCH_SIZE, side) if self.patch_size is None else self.patch_size
+        if patch_size > side:
+            raise ValueError(f"patch_size {patch_size} is larger than the images ({height} x {width}): "
+                             f"use at most {side}")
+        response = output_size(side, patch_size, self.stride)
+        grid = min(DEFAULT_GRID, response) if self.grid is None else self.grid
+        if grid > response:
+            raise ValueError(f"grid {grid} is finer than the response map ({response} positions along "
+                             "the shorter side)")
+        available = n_images * (height - patch_size + 1) * (width - patch_size + 1)
         if available < 2:
             raise ValueError(f"filters need at least 2 patch positions, but n_samples={n_images} image(s) of "
-                             f"{height} x {width} have {available} for {self.patch_size} x {self.patch_size} "
-                             "patches; pass more images")
-        if isinstance(self.n_patches, numbers.Integral) and 2 <= self.n_patches:
-            return int(self.n_patches)
-        if isinstance(self.n_patches, numbers.Real) and 0 < self.n_patches <= 1:
+                             f"{height} x {width} have {available} for {patch_size} x {patch_size} patches; "
+                             "pass more images")
+        return patch_size, grid, self._patch_count(available)
+
+    def _patch_count(self, available):
+        """``n_patches`` as a count of at most ``available`` distinct patch positions."""
+        if self.n_patches is None:
+            return min(DEFAULT_N_PATCHES, available)
+        if isinstance(self.n_patches, numbers.Real) and not isinstance(self.n_patches, numbers.Integral):
             return max(2, int(round(self.n_patches * available)))
-        raise ValueError(f"n_patches must be an integer >= 2 or a fraction in (0, 1], got {self.n_patches!r}")
+        if self.n_patches > available:
+            raise ValueError(f"n_patches {self.n_patches} exceeds the {available} distinct patch positions in "
+                             "the training images")
+        return int(self.n_patches)

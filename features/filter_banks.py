@@ -17,6 +17,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .parameters import POSITIVE_INT, RANDOM_STATE
+
 
 class FilterBankMixin(TransformerMixin):
     """``transform``: ReLU responses (n, F) of vectors (n, d) to the fitted ``filters_`` and ``bias_``."""
@@ -45,11 +47,14 @@ class FilterBankMixin(TransformerMixin):
 class RandomPatchFilters(FilterBankMixin, BaseEstimator):
     """``n_filters`` of the patches (all when None), chosen at random, as unit-length filters."""
 
+    _parameter_constraints = {"n_filters": [POSITIVE_INT, None], "random_state": RANDOM_STATE}
+
     def __init__(self, n_filters=None, random_state=None):
         self.n_filters = n_filters
         self.random_state = random_state
 
     def fit(self, X, y=None):
+        self._validate_params()
         X = validate_data(self, X, dtype=np.float64)
         count = self._count(len(X), len(X))
         chosen = np.sort(np.random.default_rng(self.random_state).choice(len(X), count, replace=False))
@@ -60,12 +65,16 @@ class KMeansFilters(FilterBankMixin, BaseEstimator):
     """Unit-length centroids of k-means (``n_filters`` clusters, fewer than the patches; None: a tenth
     of them) on the unit-length patches (Coates and Ng, 2011)."""
 
+    _parameter_constraints = {"n_filters": [POSITIVE_INT, None], "max_iter": [POSITIVE_INT],
+                              "random_state": RANDOM_STATE}
+
     def __init__(self, n_filters=None, max_iter=100, random_state=None):
         self.n_filters = n_filters
         self.max_iter = max_iter
         self.random_state = random_state
 
     def fit(self, X, y=None):
+        self._validate_params()
         X = validate_data(self, X, dtype=np.float64)
         if len(X) < 2:
             raise ValueError("k-means filters need at least 2 patches; got 1 sample")
@@ -80,11 +89,14 @@ class KMeansFilters(FilterBankMixin, BaseEstimator):
 class GaussianFilters(FilterBankMixin, BaseEstimator):
     """``n_filters`` (None: as many as patches) unit-length directions drawn from ``N(0, I_d)``."""
 
+    _parameter_constraints = {"n_filters": [POSITIVE_INT, None], "random_state": RANDOM_STATE}
+
     def __init__(self, n_filters=None, random_state=None):
         self.n_filters = n_filters
         self.random_state = random_state
 
     def fit(self, X, y=None):
+        self._validate_params()
         X = validate_data(self, X, dtype=np.float64)
         count = self._count(len(X), np.iinfo(np.int32).max)
         rng = np.random.default_rng(self.random_state)

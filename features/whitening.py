@@ -4,6 +4,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .parameters import NON_NEGATIVE, POSITIVE
 from .patches import normalize_patches
 
 
@@ -26,14 +27,15 @@ class ZCAWhitener(TransformerMixin, BaseEstimator):
     colouring_ : (d, d) its inverse ``V (D + eps)^(1/2) V^T``, to show filters in pixel space
     """
 
+    _parameter_constraints = {"eps": [NON_NEGATIVE]}
+
     def __init__(self, eps=0.1):
         self.eps = eps
 
     def fit(self, X, y=None):
         """Fit on patches ``X`` of shape (P, d)."""
+        self._validate_params()
         X = validate_data(self, X, dtype=np.float64)
-        if self.eps < 0:
-            raise ValueError(f"ZCA eps must be >= 0, got {self.eps}")
         self.mean_ = X.mean(axis=0)
         centred = X - self.mean_
         covariance = centred.T @ centred / X.shape[0]
@@ -59,7 +61,8 @@ class PatchWhitener(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    eps : float >= 0, normalisation constant, see :func:`features.patches.normalize_patches`
+    eps : float > 0, normalisation constant, see :func:`features.patches.normalize_patches` (0 would
+        divide flat patches by zero)
     normalize : bool, normalise each patch (False: use raw patches, e.g. for plain feature vectors)
     zca : bool, ZCA-whiten the normalised patches
     zca_eps : float >= 0, ZCA regulariser (:class:`ZCAWhitener` ``eps``)
@@ -70,6 +73,9 @@ class PatchWhitener(TransformerMixin, BaseEstimator):
     n_features_in_ : int, patch dimension ``d``
     """
 
+    _parameter_constraints = {"eps": [POSITIVE], "normalize": ["boolean"], "zca": ["boolean"],
+                              "zca_eps": [NON_NEGATIVE]}
+
     def __init__(self, eps=0.01, normalize=True, zca=True, zca_eps=0.1):
         self.eps = eps
         self.normalize = normalize
@@ -78,8 +84,7 @@ class PatchWhitener(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Fit the whitening on raw patches ``X`` (P, d)."""
-        if self.eps < 0:
-            raise ValueError(f"normalisation eps must be >= 0, got {self.eps}")
+        self._validate_params()
         X = validate_data(self, X, dtype=np.float64)
         self.zca_ = ZCAWhitener(self.zca_eps).fit(self._normalized(X)) if self.zca else None
         return self

@@ -1,22 +1,30 @@
-"""The stage runner of the training job: every stage cached, timed and resumable.
+"""The stage runner of the training job: every stage cached under a key of its inputs, timed and resumable.
 
-:class:`CachedStages` implements the stage-runner protocol of :mod:`features.stages`; the job passes it
-to :meth:`pipeline.classifier.ConvexRFClassifier.fit`.
+:class:`CachedStages` implements the stage-runner protocol of :mod:`features.stage_protocol`; the job
+passes it to :meth:`pipeline.ConvexRFClassifier.fit` and calls it for its own stages.
+
+A stage's key hashes its name, the settings of its estimator (its parameters, less those that only
+change how it runs) and a fingerprint of each input: the bytes of an input array, or the key of the
+stage that produced it. So a stage is recomputed exactly when its estimator, its data or anything
+upstream changed, in whatever order the stages run.
 """
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from features.parallel import map_blocks
+from features.parameters import N_JOBS, SCHEDULER, StrOptions
 from features.stage_protocol import Uncached
 
-from .storage.feature_store import FeatureStore
 from .model_files import load_model, save_model
+from .storage.feature_store import DTYPES, FeatureStore
 from .storage.model_io import ModelFileError
-from .storage.stage_cache import StageCache, stage_key
+from .storage.stage_cache import StageCache, array_fingerprint, stage_key
 
 # Images per block of a feature stage computed in parallel or stored on disk.
 BLOCK_ROWS = 256
@@ -25,76 +33,95 @@ BLOCK_ROWS = 256
 RESULT_NEUTRAL = frozenset({"n_jobs", "verbose", "batch_size", "scheduler"})
 
 
+@dataclass(frozen=True)
+class FeatureStorage:
+    """How ``transform`` stages are computed and kept (the config's ``features.storage``, ``dtype``, ...).
+
+    Attributes
+    ----------
+    storage : "memory" (arrays in ``<stage>-<key>.npz``) or "disk" (a :class:`pipeline.storage.FeatureStore`
+        in ``<stage>-<key>.npy``, filled block by block, resumable, streamed by the output layer)
+    dtype : "float32" or "float16", the stored dtype of features on disk
+    n_jobs, scheduler : compute blocks of ``BLOCK_ROWS`` images with joblib workers or on a Dask cluster
+        (:func:`features.parallel.map_blocks`; identical results)
+    """
+
+    storage: str = "memory"
+    dtype: str = "float32"
+    n_jobs: int = 1
+    scheduler: str | None = None
+
+    _parameter_constraints: ClassVar[dict] = {"storage": [StrOptions({"memory", "disk"})],
+                                              "dtype": [StrOptions(set(DTYPES))], "n_jobs": N_JOBS,
+                                              "scheduler": SCHEDULER}
+
+
 class CachedStages:
-    """Stage runner (:mod:`features.stages`) that caches every stage in ``folder`` and times it.
+    """Stage runner (:mod:`features.stage_protocol`) that caches every stage in ``folder`` and times it.
 
-    Stage ``n``'s key hashes its name, its settings (the estimator's parameters when it fits one) and
-    the key of the stage it follows (``after``, default: the previous stage; the first follows
-    ``root_key``, e.g. the data's key). Fitted estimators are saved as model files
-    (:mod:`pipeline.model_io`) in ``<stage>-<key>/``, transformed arrays as ``<stage>-<key>.npz``; a damaged or
-    half-written artifact is recomputed.
-
-    ``storage`` ("memory" or "disk"), ``dtype`` ("float32" or "float16", disk only), ``n_jobs`` and
-    ``scheduler`` (see :func:`features.parallel.map_blocks`) say how ``transform`` stages are computed
-    and kept.
+    Fitted estimators are saved as model files in ``<stage>-<key>/``, transformed arrays as
+    ``<stage>-<key>.npz`` (or a feature store, see :class:`FeatureStorage`); a damaged or half-written
+    artifact is recomputed. Within one run, a stage asked for again with the same key returns the
+    same object.
 
     Attributes
     ----------
     seconds : dict stage -> wall-clock seconds (loading counts as the stage's time)
-    keys : dict stage -> key
-    outputs : dict stage -> array, the results of the ``transform`` stages
+    keys : dict stage -> key of its latest call
     """
 
-    def __init__(self, folder, root_key, log=print, storage="memory", dtype="float32", n_jobs=1,
-                 scheduler=None):
-        self.cache = StageCache(folder)
+    def __init__(self, folder, log=print, storage=FeatureStorage()):
+        self.cache = StageCache(folder, log)
         self.log = log
-        self.storage = {"storage": storage, "dtype": dtype}
-        self.n_jobs, self.scheduler = n_jobs, scheduler
+        self.storage = storage
         self.keys = {}
         self.seconds = {}
-        self.outputs = {}
-        self._last = root_key
+        self._results = {}  # key -> result, so that results fingerprint as the key that made them
 
-    def fit(self, name, estimator, X, y=None, settings=None, after=None):
-        """``estimator`` fitted on ``(X, y)``, or loaded from the cache; ``settings`` add to its key."""
-        key = self._key(name, {**_settings(estimator), **(settings or {})}, after)
+    def fit(self, name, estimator, X, y=None):
+        """``estimator`` fitted on ``(X, y)``, or loaded from the cache."""
+        key = self._key(name, estimator, X, y)
+        if key in self._results:
+            return self._results[key]
         folder = self.cache.folder / f"{name}-{key}"
-        with self._timed(name):
+        with self.timed(name):
             try:
                 fitted = load_model(folder)
                 self.log(f"[{name}] loaded from {folder}")
-                return fitted
             except ModelFileError:
                 fitted = Uncached().fit(name, estimator, X, y)
                 save_model(fitted, folder)
-                return fitted
+        return self._keep(key, fitted)
 
-    def transform(self, name, estimator, X, after=None):
-        """``estimator.transform(X)``, cached; also kept in ``outputs[name]``.
+    def transform(self, name, estimator, X):
+        """``estimator.transform(X)``: an array, or a :class:`pipeline.storage.FeatureStore` with
+        ``storage="disk"`` (computed block by block, resumed after a kill)."""
+        key = self._key(name, estimator, X, None, **vars(self.storage))
+        if key in self._results:
+            return self._results[key]
+        with self.timed(name):
+            compute = self._to_store if self.storage.storage == "disk" else self._in_memory
+            value = compute(name, key, estimator, X)
+        return self._keep(key, value)
 
-        With ``storage="disk"`` the result is a :class:`pipeline.feature_store.FeatureStore` of
-        ``dtype`` in ``<stage>-<key>.npy``, computed block by block (and resumed after a kill).
-        """
-        key = self._key(name, {**_settings(estimator), **self.storage}, after)
-        with self._timed(name):
-            if self.storage["storage"] == "disk":
-                value = self._to_store(name, key, estimator, X)
-            else:
-                value = self._in_memory(name, key, estimator, X)
-        self.outputs[name] = value
-        return value
+    @contextmanager
+    def timed(self, name):
+        """Time the block as stage ``name`` (added to ``seconds[name]``) and log when it is done."""
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+        self.log(f"[{name}] done in {self.seconds[name]:.1f} s")
 
     def _in_memory(self, name, key, estimator, X):
         arrays = self.cache.load(name, key)
         if arrays is not None:
             self.log(f"[{name}] loaded from {self.cache.path(name, key)}")
             return arrays["array"]
-        if self.n_jobs == 1 and self.scheduler is None:
+        if self.storage.n_jobs == 1 and self.storage.scheduler is None:
             value = Uncached().transform(name, estimator, X)
         else:
             value = np.concatenate([block for _, block in map_blocks(
-                estimator.transform, X, BLOCK_ROWS, self.n_jobs, self.scheduler)])
+                estimator.transform, X, BLOCK_ROWS, self.storage.n_jobs, self.storage.scheduler)])
         self.cache.save(name, key, {"array": value})
         return value
 
@@ -105,29 +132,40 @@ class CachedStages:
             return store
         self.cache.folder.mkdir(parents=True, exist_ok=True)
         with tqdm(total=len(X), desc=name, unit="img", disable=None) as bar:
-            report = _ProgressLog(name, len(X), self.log)
+            report = ProgressLog(name, len(X), self.log)
 
             def progress(rows):
                 bar.update(rows - bar.n)
                 report(rows)
 
-            return store.fill(estimator.transform, X, dtype=self.storage["dtype"], block_rows=BLOCK_ROWS,
-                              n_jobs=self.n_jobs, scheduler=self.scheduler, progress=progress)
+            return store.fill(estimator.transform, X, dtype=self.storage.dtype, block_rows=BLOCK_ROWS,
+                              n_jobs=self.storage.n_jobs, scheduler=self.storage.scheduler, progress=progress)
 
-    def _key(self, name, settings, after):
-        key = stage_key(self.keys[after] if after is not None else self._last, name, settings)
-        self.keys[name] = self._last = key
-        return key
+    def _key(self, name, estimator, X, y, **settings):
+        inputs = [self._fingerprint(value) for value in (estimator, X, y) if value is not None]
+        self.keys[name] = stage_key(name, settings, inputs)
+        return self.keys[name]
 
-    @contextmanager
-    def _timed(self, name):
-        start = time.perf_counter()
-        yield
-        self.seconds[name] = round(time.perf_counter() - start, 3)
-        self.log(f"[{name}] done in {self.seconds[name]:.1f} s")
+    def _fingerprint(self, value):
+        """What determines ``value``: the key of the stage that produced it; for an estimator its settings
+        and fitted state; for an array the digest of its bytes; a plain value stands for itself."""
+        for key, result in self._results.items():
+            if result is value:
+                return key
+        if hasattr(value, "get_params"):
+            fitted = {name: self._fingerprint(item) for name, item in sorted(vars(value).items())
+                      if name.endswith("_") and not name.startswith("_")}
+            return stage_key(type(value).__name__, _settings(value), fitted)
+        if isinstance(value, np.ndarray):
+            return array_fingerprint(value)
+        return value
+
+    def _keep(self, key, value):
+        self._results[key] = value
+        return value
 
 
-class _ProgressLog:
+class ProgressLog:
     """Logs ``[stage] done/total images, rate, time left`` at most once a minute (for log files)."""
 
     def __init__(self, name, total, log, every_seconds=60.0):

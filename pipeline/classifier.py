@@ -7,6 +7,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from features.feature_map import ConvReLUPool
 from features.images import check_images
+from features.parameters import RANDOM_STATE, HasMethods
 from features.stage_protocol import Uncached
 
 from .readout.output_layer import L1OutputLayer
@@ -31,6 +32,9 @@ class ConvexRFClassifier(ClassifierMixin, BaseEstimator):
     (scaled to [0, 1]) or float (see :mod:`features.images`).
     """
 
+    _parameter_constraints = {"features": [HasMethods(["fit", "transform"]), None],
+                              "output_layer": [HasMethods(["fit", "predict"]), None], "random_state": RANDOM_STATE}
+
     def __init__(self, features=None, output_layer=None, random_state=None):
         self.features = features
         self.output_layer = output_layer
@@ -41,6 +45,7 @@ class ConvexRFClassifier(ClassifierMixin, BaseEstimator):
 
         ``stages``: a stage runner (:mod:`features.stages`); the training job passes one that caches.
         """
+        self._validate_params()
         stages = Uncached() if stages is None else stages
         features = clone(self.features) if self.features is not None else ConvReLUPool()
         if self.random_state is not None:

@@ -178,5 +178,5 @@ def test_a_negative_or_non_numeric_threshold_is_refused(threshold):
     from features.feature_map import ConvReLUPool
 
     images = np.zeros((2, 8, 8, 1), dtype=np.uint8)
-    with pytest.raises(ValueError, match="threshold must be a number >= 0"):
+    with pytest.raises(ValueError, match=r"'threshold' parameter of ConvReLUPool must be a float in the range \[0.0, inf\)"):
         ConvReLUPool(patch_size=3, n_patches=10, threshold=threshold).fit(images)

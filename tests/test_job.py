@@ -134,7 +134,7 @@ def test_config_errors_exit_2_with_every_problem_and_write_nothing(tmp_path, cap
     assert train(tmp_path, "patches.cout=10", "patches.eps=-1") == 2
     error = capsys.readouterr().err
     assert "unknown key patches.cout (did you mean patches.count?)" in error
-    assert "patches.eps must be >= 0" in error
+    assert "patches.eps must be a float in the range (0.0, inf), got -1" in error
     assert not (tmp_path / "run").exists()
 
 
@@ -225,7 +225,7 @@ def test_the_other_table_1_models_train_report_and_visualize(tmp_path, capsys):
     assert "duality gap" in markdown and "accuracy_vs_filters.png" not in markdown
     capsys.readouterr()
     assert train(tmp_path, "model=closed_form", out="too_many") == 2
-    assert "needs at most as many images as pixels (64); got 1347" in capsys.readouterr().err
+    assert "needs at most as many samples as pixels (n <= d); got 1347 samples of 64 pixels" in capsys.readouterr().err
     assert train(tmp_path, "model=closed_form", "data.n_train=60", out="low_rank") == 2
     assert "span only 53 dimensions" in capsys.readouterr().err
 

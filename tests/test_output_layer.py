@@ -330,16 +330,17 @@ def test_clone_and_params():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(mode="ridge"), "mode must be one of"),
+        (dict(mode="ridge"), "'mode' parameter of L1OutputLayer must be a str among"),
         (dict(mode="lasso"), "needs tau"),
         (dict(mode="bpdn"), "needs sigma"),
         (dict(beta=None), "needs beta"),
-        (dict(beta=-0.1), "beta must be a finite non-negative"),
-        (dict(mode="lasso", tau=-1.0), "tau must be a finite non-negative"),
-        (dict(mode="bpdn", sigma=-1.0), "sigma must be a finite non-negative"),
-        (dict(beta=float("nan")), "beta must be a finite non-negative"),
-        (dict(tol=0.0), "tol must be positive"),
-        (dict(max_iter=0), "max_iter must be a positive integer"),
+        (dict(beta=-0.1), r"'beta' parameter of L1OutputLayer must be a float in the range \[0.0, inf\)"),
+        (dict(mode="lasso", tau=-1.0), r"'tau' parameter of L1OutputLayer must be a float in the range \[0.0, inf\)"),
+        (dict(mode="bpdn", sigma=-1.0), r"'sigma' parameter .* must be a float in the range \[0.0, inf\)"),
+        (dict(beta=float("nan")), r"'beta' parameter of L1OutputLayer must be a float in the range \[0.0, inf\)"),
+        (dict(beta=float("inf")), r"'beta' parameter of L1OutputLayer must be a float in the range \[0.0, inf\)"),
+        (dict(tol=0.0), r"'tol' parameter of L1OutputLayer must be a float in the range \(0.0, inf\)"),
+        (dict(max_iter=0), r"'max_iter' parameter of L1OutputLayer must be an int in the range \[1, inf\)"),
     ],
 )
 def test_bad_parameters_raise(kwargs, match):

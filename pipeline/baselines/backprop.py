@@ -12,6 +12,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
 
+from features.parameters import (DEVICE, IMAGE_SHAPE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
+                                 RANDOM_STATE)
+
 from .two_layer import TwoLayerNetworkMixin, network_objective
 
 
@@ -37,6 +40,12 @@ class BackpropNetwork(TwoLayerNetworkMixin, BaseEstimator):
     classes_ : (K,) labels
     """
 
+    _parameter_constraints = {
+        "n_hidden": [POSITIVE_INT], "bias": ["boolean"], "beta": [NON_NEGATIVE], "epochs": [NON_NEGATIVE_INT],
+        "batch_size": [POSITIVE_INT], "learning_rate": [POSITIVE], "device": DEVICE, "random_state": RANDOM_STATE,
+        "verbose": ["verbose"], "image_shape": IMAGE_SHAPE,
+    }
+
     def __init__(self, n_hidden=100, bias=True, beta=1e-3, epochs=20, batch_size=256, learning_rate=1e-3, device="cpu",
                  random_state=None, verbose=0, image_shape=None):
         self.n_hidden = n_hidden
@@ -52,6 +61,7 @@ class BackpropNetwork(TwoLayerNetworkMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Fit on images ``X`` (N, ...) and labels ``y`` (N,)."""
+        self._validate_params()
         rows = self._pixel_rows(X, reset=True)
         targets = self._one_hot(y, len(rows))
         rng = check_random_state(self.random_state)

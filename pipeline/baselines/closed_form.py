@@ -15,6 +15,8 @@ ordinary ReLU network on raw pixels that also applies to new images.
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from features.parameters import IMAGE_SHAPE, NON_NEGATIVE
+
 from .two_layer import TwoLayerNetworkMixin, network_objective
 
 
@@ -92,14 +94,15 @@ class ClosedFormNetwork(TwoLayerNetworkMixin, BaseEstimator):
     Needs ``n <= rank`` of the training pixels (e.g. at most ~700 MNIST images).
     """
 
+    _parameter_constraints = {"beta": [NON_NEGATIVE], "image_shape": IMAGE_SHAPE}
+
     def __init__(self, beta=1.0, image_shape=None):
         self.beta = beta
         self.image_shape = image_shape
 
     def fit(self, X, y):
         """Fit on images ``X`` (N, ...) and labels ``y`` (N,), N at most the pixels' rank."""
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        self._validate_params()
         rows = self._pixel_rows(X, reset=True)
         targets = self._one_hot(y, len(rows))
         whitener = SampleWhitener(rows)

@@ -34,6 +34,8 @@ from sklearn.linear_model import Lasso
 
 from features.extreme_points import ExtremePointFilters
 
+from features.parameters import IMAGE_SHAPE, N_JOBS, NON_NEGATIVE, POSITIVE_INT
+
 from .two_layer import TwoLayerNetworkMixin, hidden_layer
 
 logger = logging.getLogger(__name__)
@@ -171,6 +173,11 @@ class CuttingPlaneNetwork(TwoLayerNetworkMixin, BaseEstimator):
     rounds_ : (K,) int, rounds per class; n_seeds_ : int, seed neurons; classes_ : (K,) labels
     """
 
+    _parameter_constraints = {
+        "beta": [NON_NEGATIVE], "relative": ["boolean"], "bias": ["boolean"], "seed_extreme_points": ["boolean"],
+        "max_rounds": [POSITIVE_INT], "tol": [NON_NEGATIVE], "n_jobs": N_JOBS, "image_shape": IMAGE_SHAPE,
+    }
+
     def __init__(self, beta=0.01, relative=True, bias=True, seed_extreme_points=True, max_rounds=50,
                  tol=1e-3, n_jobs=1, image_shape=None):
         self.beta = beta
@@ -184,6 +191,7 @@ class CuttingPlaneNetwork(TwoLayerNetworkMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Fit on images ``X`` (N, ...) and labels ``y`` (N,)."""
+        self._validate_params()
         rows = self._pixel_rows(X, reset=True)
         targets = self._one_hot(y, len(rows))
         seed_hidden, seed_bias = self._seeds(rows)

@@ -4,6 +4,8 @@ import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator
 
+from features.parameters import IMAGE_SHAPE
+
 from .two_layer import PixelClassifierMixin
 
 
@@ -21,11 +23,14 @@ class LeastSquaresClassifier(PixelClassifierMixin, BaseEstimator):
     objective_ : float, ``1/2 ||A W + c - Y||_F^2`` on the training data
     """
 
+    _parameter_constraints = {"image_shape": IMAGE_SHAPE}
+
     def __init__(self, image_shape=None):
         self.image_shape = image_shape
 
     def fit(self, X, y):
         """Fit on images ``X`` (N, ...) and labels ``y`` (N,)."""
+        self._validate_params()
         rows = self._pixel_rows(X, reset=True)
         targets = self._one_hot(y, len(rows))
         mean_row, mean_target = rows.mean(axis=0), targets.mean(axis=0)

@@ -6,7 +6,6 @@
 :func:`pipeline.readout.working_set.solve_out_of_core` for features on disk or wider than the working set.
 """
 
-import numbers
 import warnings
 
 import numpy as np
@@ -16,10 +15,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
+from features.parameters import NON_NEGATIVE, POSITIVE, POSITIVE_INT, StrOptions
+
 from ..storage.feature_store import ArrayFeatures, FeatureStore, standardized_columns
 from .penalties import group_norms, penalty_functions
 from .solve import MODES, solve_standardized
-from .working_set import solve_out_of_core
+from .working_set import STRATEGIES, solve_out_of_core
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sk_validate_data
@@ -28,10 +29,6 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 # Rows per block when standardising / scoring, so that temporaries stay at ~32 MiB.
 _BLOCK_ELEMENTS = 1 << 22
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
 
 def _standardize(B, standardize):
     """One float64 copy of B, centred (and scaled to unit std if ``standardize``)."""
@@ -98,6 +95,13 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
     solution; the same array as ``coef_`` unless ``refit``).
     """
 
+    _parameter_constraints = {
+        "mode": [StrOptions(set(MODES))], "beta": [NON_NEGATIVE, None], "tau": [NON_NEGATIVE, None],
+        "sigma": [NON_NEGATIVE, None], "group": ["boolean"], "relative": ["boolean"], "standardize": ["boolean"],
+        "max_iter": [POSITIVE_INT], "tol": [POSITIVE], "out_of_core": [StrOptions(set(STRATEGIES))],
+        "working_set": [POSITIVE_INT], "warm_start": ["boolean"], "refit": ["boolean"], "verbose": ["verbose"],
+    }
+
     def __init__(self, mode="penalized", beta=0.01, tau=None, sigma=None, group=True,
                  relative=True, standardize=True, max_iter=2000, tol=1e-6, out_of_core="working_set",
                  working_set=1024, warm_start=False, refit=False, verbose=0):
@@ -118,25 +122,12 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
 
     # -- validation ------------------------------------------------------------------------------
 
-    def _check_params(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-
-        def check(name, value, needed):
-            if value is None:
-                if needed:
-                    raise ValueError(f"mode={self.mode!r} needs {name}")
-                return
-            if not _is_real(value) or not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
-
-        check("beta", self.beta, self.mode == "penalized")
-        check("tau", self.tau, self.mode == "lasso")
-        check("sigma", self.sigma, self.mode == "bpdn")
-        if not (_is_real(self.tol) and self.tol > 0):
-            raise ValueError(f"tol must be positive, got {self.tol!r}")
-        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
-            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+    def check_params(self):
+        """Validate the parameters (each against ``_parameter_constraints``, then the level the mode needs)."""
+        self._validate_params()
+        needed = {"penalized": "beta", "lasso": "tau", "bpdn": "sigma"}[self.mode]
+        if getattr(self, needed) is None:
+            raise ValueError(f"mode={self.mode!r} needs {needed}")
 
     def _validate(self, B, y="no_validation", reset=False):
         if isinstance(B, FeatureStore):
@@ -167,7 +158,7 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
     # -- fit / predict ---------------------------------------------------------------------------
 
     def fit(self, B, y):
-        self._check_params()
+        self.check_params()
         B, y = self._validate(B, y, reset=True)
         check_classification_targets(y)
         classes, y_index = np.unique(y, return_inverse=True)

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import skimage.util  # noqa: E402
 
 from ..model_files import load_model  # noqa: E402
 
@@ -26,7 +27,7 @@ def filter_images(model):
     zca = features.whitener_.zca_
     if zca is not None:
         filters = filters @ zca.colouring_
-    k, channels = features.patch_size, features.image_shape_[2]
+    k, channels = features.patch_size_, features.image_shape_[2]
     return _scaled(filters.reshape(len(filters), channels, k, k).transpose(0, 2, 3, 1))
 
 
@@ -50,14 +51,11 @@ def filter_importance(model):
 
 
 def montage(images, columns):
-    """Tile (n, h, w, C) images into one (rows (h + 1) - 1, columns (w + 1) - 1, C) picture, 1-pixel gaps."""
-    n, height, width, channels = images.shape
-    rows = -(-n // columns)
-    canvas = np.ones((rows * (height + 1) - 1, columns * (width + 1) - 1, channels))
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        canvas[r * (height + 1):r * (height + 1) + height, c * (width + 1):c * (width + 1) + width] = image
-    return canvas
+    """Tile (n, h, w, C) images into one picture, ``columns`` per row, 1-pixel white gaps and border
+    (scikit-image's ``montage``)."""
+    rows = -(-len(images) // columns)
+    return skimage.util.montage(images, grid_shape=(rows, columns), padding_width=1,
+                                     fill=(1.0,) * images.shape[-1], channel_axis=-1)
 
 
 def _show(axis, picture):

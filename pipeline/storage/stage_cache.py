@@ -1,13 +1,16 @@
 """Stage artifacts on disk: content keys and the cache folder.
 
 A stage's artifact is a ``.npz`` file of arrays named ``<stage>-<key>.npz``; the key hashes the
-settings the stage depends on and the keys of the stages it reads, so changing a setting re-runs that
-stage and the ones after it, and nothing before. Files are written under a temporary name and renamed,
-so a killed job never leaves a half-written artifact that a later run would trust.
+stage's settings and a fingerprint of each of its inputs (:func:`array_fingerprint` of the data, or the
+key of the stage that produced it; see :mod:`pipeline.cached_stages`), so changing a setting or the data
+re-runs that stage and the ones after it, and nothing before. Files are written under a temporary name
+and renamed, so a killed job never leaves a half-written artifact that a later run would trust; a
+damaged one is deleted and recomputed.
 """
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from .atomic import save_npz_atomic
 
 
 def stage_key(*parts):
-    """A short hex digest of JSON-serialisable ``parts`` (settings and upstream keys).
+    """A short hex digest of JSON-serialisable ``parts`` (settings and input fingerprints).
 
     Settings that are None are left out, so that a new setting whose default is None (off) keeps the
     keys, and the caches, of earlier runs.
@@ -33,11 +36,20 @@ def _without_none(value):
     return value
 
 
-class StageCache:
-    """Artifacts of one job folder. ``folder`` is created on first write."""
+def array_fingerprint(array):
+    """A short hex digest of an array's dtype, shape and bytes (its content, wherever it came from)."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(memoryview(array.reshape(-1)).cast("B"))
+    return digest.hexdigest()[:16]
 
-    def __init__(self, folder):
+
+class StageCache:
+    """Artifacts of one job folder. ``folder`` is created on first write; ``log`` reports damaged files."""
+
+    def __init__(self, folder, log=print):
         self.folder = Path(folder)
+        self.log = log
 
     def path(self, stage, key):
         return self.folder / f"{stage}-{key}.npz"
@@ -47,8 +59,13 @@ class StageCache:
         path = self.path(stage, key)
         if not path.is_file():
             return None
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            self.log(f"[{stage}] cached {path.name} is damaged ({type(error).__name__}: {error}); recomputing it")
+            path.unlink(missing_ok=True)
+            return None
 
     def save(self, stage, key, arrays):
         """Save a dict of arrays atomically; returns the path."""
