@@ -17,6 +17,7 @@ import importlib.metadata
 import json
 import math
 import zipfile
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,6 +36,10 @@ CHECKSUM_KEY = "__manifest_sha256__"
 
 _SCALAR_TYPES = (bool, int, float, str)
 _NUMPY_KINDS = "biufU"  # numpy scalar kinds that JSON holds exactly: bool, ints, floats, str
+_ARRAY_KINDS = "biufcU"  # array dtypes that model files hold: bool, ints, floats, complex, str
+_MAX_DIMENSIONS = 32  # numpy's limit (NPY_MAXDIMS)
+_MAX_HEADER_BYTES = 10_000  # numpy's own cap on the .npy header it reads (np.load's max_header_size)
+_MAX_DEFLATE_RATIO = 1032  # the most that deflate expands: 258 bytes per 2-bit code
 
 
 class ModelFileError(ValueError):
@@ -196,15 +201,14 @@ def load_model(folder, *, registry=None):
 def _read_checked(folder, names=None):
     """``(manifest, {name: array})`` of the model in ``folder`` once the manifest checksum matches.
 
-    The arrays are the npz entries ``names`` (all when None), less the checksum entry.
+    The arrays are the npz entries ``names`` (all that the manifest lists when None), less the
+    checksum entry.
     """
     npz_path, json_path = _model_paths(folder)
     manifest, digest = _parse_manifest(json_path)
-    entries = _read_npz(npz_path, names)
-    stored = entries.pop(CHECKSUM_KEY, None)
-    if stored is None:
-        raise ModelFileError(f"{npz_path} has no manifest checksum ({CHECKSUM_KEY}): it was not written "
-                             "by save_model; re-save the model")
+    listed = _listed_arrays(manifest, json_path)
+    entries = _read_npz(npz_path, listed, names)
+    stored = entries.pop(CHECKSUM_KEY)
     if str(stored) != digest:
         raise ModelFileError(f"{json_path} was modified after the model was saved (checksum "
                              "mismatch); re-save the model or restore the original file")
@@ -242,29 +246,118 @@ def _parse_manifest(path):
     return manifest, hashlib.sha256(raw).hexdigest()
 
 
-def _read_npz(path, names=None):
-    """The entries ``names`` (all when None) of the npz archive at ``path``, without unpickling."""
+def _listed_arrays(manifest, json_path):
+    """``{npz entry: (shape, dtype)}`` of the arrays the manifest lists, and of the checksum entry."""
+    listed = {CHECKSUM_KEY: ((), np.dtype("<U64"))}
+    arrays = manifest.get("arrays")
+    if not isinstance(arrays, dict):
+        raise ModelFileError(f"{json_path} has no \"arrays\" table; re-save the model")
+    for key, meta in arrays.items():
+        shape, dtype = meta.get("shape") if isinstance(meta, dict) else None, _listed_dtype(meta)
+        if (key == CHECKSUM_KEY or type(shape) is not list or len(shape) > _MAX_DIMENSIONS or dtype is None
+                or not all(type(n) is int and n >= 0 for n in shape)):
+            raise ModelFileError(f"{json_path} lists array {key!r} with an invalid shape or dtype; re-save "
+                                 "the model")
+        listed[key] = (tuple(shape), dtype)
+    return listed
+
+
+def _listed_dtype(meta):
+    """The numpy dtype that a manifest entry names, or None unless it is a plain bool/number/str dtype."""
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("not an npz archive")
-        with archive:
-            names = archive.files if names is None else [n for n in names if n in archive.files]
-            return {name: archive[name] for name in names}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        dtype = np.dtype(meta["dtype"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return dtype if dtype.kind in _ARRAY_KINDS and dtype.shape == () and dtype.names is None else None
+
+
+def _read_npz(path, listed, names=None):
+    """The entries ``names`` (all of ``listed`` when None) of the npz archive at ``path``.
+
+    Nothing is decompressed before the zip directory matches ``listed`` (``{entry: (shape, dtype)}``):
+    every entry listed, no other, none larger than its shape allows. Each entry's ``.npy`` header is
+    checked against ``listed`` before its data is read, exactly as many bytes as the shape needs.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = _members(archive, listed, path)
+            return {name: _read_member(archive, members[name], *listed[name], path)
+                    for name in (listed if names is None else names)}
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as error:
         raise ModelFileError(f"{path} is truncated or corrupt: {error}; re-save the model or restore "
                              "the original file") from error
 
 
+def _members(archive, listed, path):
+    """``{entry: ZipInfo}`` of the archive, refused unless its entries are exactly ``listed``."""
+    members = {}
+    for info in archive.infolist():
+        name = info.filename.removesuffix(".npy")
+        if name in listed and name not in members and info.filename == f"{name}.npy":
+            members[name] = info
+        else:
+            raise ModelFileError(f"{path} holds arrays that the manifest does not list: "
+                                 f"[{name!r}]; the file was modified; re-save the model or "
+                                 "restore the original file")
+    missing = sorted(set(listed) - set(members))
+    if missing:
+        what = "no manifest checksum" if missing == [CHECKSUM_KEY] else f"no entries {missing}"
+        raise ModelFileError(f"{path} has {what}: it was not written by save_model with this manifest; "
+                             "re-save the model")
+    archive_size = Path(path).stat().st_size
+    for name, info in members.items():
+        shape, dtype = listed[name]
+        if (info.file_size > math.prod(shape) * dtype.itemsize + _MAX_HEADER_BYTES
+                or not _plausible_sizes(info, archive_size)):
+            raise ModelFileError(f"array {name!r} in {path} is stored larger than its manifest shape "
+                                 f"{list(shape)} of {dtype} allows (or compressed unusually): the file was "
+                                 "modified; re-save the model or restore the original file")
+    return members
+
+
+def _plausible_sizes(info, archive_size):
+    """Whether the entry's sizes can be true: stored or deflated (at most ~1032:1), inside the archive."""
+    ratio = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: _MAX_DEFLATE_RATIO}.get(info.compress_type)
+    return (ratio is not None and info.compress_size <= archive_size
+            and info.file_size <= ratio * info.compress_size + _MAX_HEADER_BYTES)
+
+
+def _read_member(archive, info, shape, dtype, path):
+    """The array in the ``.npy`` entry ``info``, once its header says ``shape`` and ``dtype``."""
+    name = info.filename.removesuffix(".npy")
+    with archive.open(info) as file:
+        version = np.lib.format.read_magic(file)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"entry {info.filename!r} has npy format version {version}")
+        stored_shape, fortran_order, stored_dtype = read_header(file, max_header_size=_MAX_HEADER_BYTES)
+        count = math.prod(shape)
+        if (stored_shape, stored_dtype) != (shape, dtype) or info.file_size != file.tell() + count * dtype.itemsize:
+            raise ModelFileError(f"array {name!r} in {path} is missing or does not match the manifest "
+                                 f"(stored as {list(stored_shape)} of {stored_dtype}): the file is corrupted "
+                                 "or was modified; re-save the model or restore the original file")
+        flat = np.empty(count, dtype=dtype)
+        _read_into(file, flat.view(np.uint8), info.filename)
+    return flat.reshape(shape[::-1]).T if fortran_order else flat.reshape(shape)
+
+
+def _read_into(file, buffer, name):
+    """Fill the uint8 array ``buffer`` from ``file``; EOFError if the entry ends first."""
+    view, done = memoryview(buffer), 0
+    while done < len(view):
+        read = file.readinto(view[done:])
+        if not read:
+            raise EOFError(f"entry {name!r} ends after {done} of {len(view)} data bytes")
+        done += read
+
+
 def _check_arrays(entries, listed, npz_path):
-    unlisted = sorted(set(entries) - set(listed))
-    if unlisted:
-        raise ModelFileError(f"{npz_path} holds arrays that the manifest does not list: {unlisted}; "
-                             "the file was modified; re-save the model or restore the original file")
+    """Every listed array (shape and dtype already checked on reading) matches its SHA-256."""
     for key, meta in listed.items():
-        array = entries.get(key)
-        if (array is None or list(array.shape) != meta["shape"] or str(array.dtype) != meta["dtype"]
-                or _digest(array) != meta["sha256"]):
+        if _digest(entries[key]) != meta["sha256"]:
             raise ModelFileError(f"array {key!r} in {npz_path} is missing or does not match the "
                                  "manifest: the file is corrupted or was modified; re-save the model "
                                  "or restore the original file")

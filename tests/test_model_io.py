@@ -1,7 +1,9 @@
 """Tests of the safe model files (pipeline/model_io.py)."""
 
+import io
 import json
 import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -165,7 +167,8 @@ def test_load_never_unpickles(saved_whitener):
         entries = {name: archive[name] for name in archive.files}
     entries["mean_"] = np.array([_Bomb()], dtype=object)
     np.savez(folder / "model.npz", **entries)  # pickles the object array
-    with pytest.raises(ModelFileError, match="model.npz is truncated or corrupt: .*allow_pickle"):
+    with pytest.raises(ModelFileError, match=r"'mean_' in .*model.npz .*does not match the manifest \(stored as "
+                       r"\[1\] of object\)"):
         load_model(folder)
 
 
@@ -245,3 +248,51 @@ def test_missing_files_are_named(saved_whitener, tmp_path):
     with pytest.raises(ModelFileError, match=re.escape(f"{folder / 'model.json'} not found; run `python "
                                                        "run.py train`")):
         read_manifest(folder)
+
+
+def _rewrite_npz(path, extra=None, replace=None, compression=zipfile.ZIP_STORED):
+    """Rewrite the npz at ``path`` with entries ``replace`` ({name: bytes}) swapped in and ``extra`` added."""
+    with zipfile.ZipFile(path) as archive:
+        entries = {info.filename: archive.read(info) for info in archive.infolist()}
+    entries.update(replace or {})
+    entries.update(extra or {})
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+
+
+def _npy_header(shape, dtype="<f8"):
+    """The bytes of a version 1.0 .npy header for ``shape`` and ``dtype`` (no data)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def test_npz_entries_are_checked_before_they_are_decompressed(saved_whitener, monkeypatch):
+    folder, _ = saved_whitener
+    path = folder / "model.npz"
+    bomb = b"\0" * (64 * 2**20)  # compresses to ~64 KiB: an unlisted entry is refused unread
+    _rewrite_npz(path, extra={"bomb.npy": bomb}, compression=zipfile.ZIP_DEFLATED)
+    opened = []
+    original_open = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open",
+                        lambda self, name, *args, **kwargs: opened.append(getattr(name, "filename", name))
+                        or original_open(self, name, *args, **kwargs))
+    with pytest.raises(ModelFileError, match=r"arrays that the manifest does not list: \['bomb'\]"):
+        load_model(folder)
+    assert opened == []
+
+
+def test_npy_headers_and_sizes_are_capped_by_the_manifest(saved_whitener):
+    folder, _ = saved_whitener
+    path = folder / "model.npz"
+    original = path.read_bytes()
+    _rewrite_npz(path, replace={"mean_.npy": _npy_header((10**12,)) + b"\0" * 48})
+    with pytest.raises(ModelFileError, match=re.escape("array 'mean_' in") + ".*does not match the manifest "
+                       r"\(stored as \[1000000000000\] of float64\)"):
+        load_model(folder)
+    path.write_bytes(original)
+    _rewrite_npz(path, replace={"mean_.npy": _npy_header((6,)) + b"\0" * 2**20})
+    with pytest.raises(ModelFileError, match="array 'mean_' in .* is stored larger than its manifest shape "
+                       r"\[6\] of float64 allows"):
+        load_model(folder)
