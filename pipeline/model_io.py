@@ -110,6 +110,9 @@ def _encode(value, path, arrays, registry, *, param):
         if value.dtype.hasobject:
             raise ModelFileError(f"cannot save attribute {path!r}: object arrays cannot be saved safely "
                                  "(loading them needs pickle); store a numeric or string array instead")
+        if not _all_finite(value):
+            raise ModelFileError(f"cannot save attribute {path!r}: it holds NaN or infinite values (a "
+                                 "degenerate fit?); a model that predicts NaN is not saved")
         arrays[path] = value
         return {"type": "array", "key": path}
     if type(value) in (list, tuple):
@@ -156,6 +159,11 @@ def _is_fitted_name(name):
 def _json_scalar(value):
     """``value`` with non-finite floats as the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
     return str(value) if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _all_finite(array):
+    """Whether a numeric ``array`` holds no NaN or infinity (arrays of other dtypes always do)."""
+    return array.dtype.kind not in "fc" or bool(np.isfinite(array).all())
 
 
 def _digest(array):
@@ -355,12 +363,16 @@ def _read_into(file, buffer, name):
 
 
 def _check_arrays(entries, listed, npz_path):
-    """Every listed array (shape and dtype already checked on reading) matches its SHA-256."""
+    """Every listed array (shape and dtype already checked on reading) matches its SHA-256 and is finite."""
     for key, meta in listed.items():
         if _digest(entries[key]) != meta["sha256"]:
             raise ModelFileError(f"array {key!r} in {npz_path} is missing or does not match the "
                                  "manifest: the file is corrupted or was modified; re-save the model "
                                  "or restore the original file")
+        if not _all_finite(entries[key]):
+            raise ModelFileError(f"array {key!r} in {npz_path} holds NaN or infinite values: the model "
+                                 "cannot predict (the file was modified, or saved by an older convexrf "
+                                 "from a degenerate fit); retrain it")
 
 
 def _decode(node, arrays, registry, json_path):

@@ -1,5 +1,6 @@
 """Tests of the safe model files (pipeline/model_io.py)."""
 
+import hashlib
 import io
 import json
 import re
@@ -295,4 +296,25 @@ def test_npy_headers_and_sizes_are_capped_by_the_manifest(saved_whitener):
     _rewrite_npz(path, replace={"mean_.npy": _npy_header((6,)) + b"\0" * 2**20})
     with pytest.raises(ModelFileError, match="array 'mean_' in .* is stored larger than its manifest shape "
                        r"\[6\] of float64 allows"):
+        load_model(folder)
+
+
+def test_non_finite_arrays_are_never_saved_nor_loaded(saved_whitener, tmp_path):
+    folder, whitener = saved_whitener
+    whitener.mean_ = whitener.mean_.copy()
+    whitener.mean_[2] = np.nan
+    with pytest.raises(ModelFileError, match="cannot save attribute 'mean_': it holds NaN or infinite values"):
+        save_model(whitener, tmp_path / "nan")
+    assert not (tmp_path / "nan").exists()
+    path = folder / "model.json"
+    manifest = json.loads(path.read_text())
+    manifest["arrays"]["whitening_"]["sha256"] = hashlib.sha256(np.full((6, 6), np.inf)).hexdigest()
+    text = json.dumps(manifest, indent=1) + "\n"
+    path.write_text(text)  # a tampered pair of files: consistent checksums, infinite whitening
+    with np.load(folder / "model.npz") as archive:
+        entries = {name: archive[name] for name in archive.files}
+    entries["whitening_"] = np.full((6, 6), np.inf)
+    entries["__manifest_sha256__"] = np.array(hashlib.sha256(text.encode()).hexdigest())
+    np.savez(folder / "model.npz", **entries)
+    with pytest.raises(ModelFileError, match="array 'whitening_' in .*model.npz holds NaN or infinite values"):
         load_model(folder)
