@@ -83,9 +83,9 @@ def report(args):
 
 def predict(args):
     from data.image_files import read_images_for_prediction, write_predictions_csv
-    from pipeline.model_io import load_model
+    from pipeline.model_io import load_classifier
 
-    model = load_model(args.run)
+    model = load_classifier(args.run)
     files, images = read_images_for_prediction(args.images, model.image_shape_)
     scores = model.class_scores(images)
     best = scores.argmax(axis=1)

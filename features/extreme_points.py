@@ -23,10 +23,12 @@ and is dropped and counted.
 """
 
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import validate_data
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
@@ -168,6 +170,16 @@ class ExtremePointFilters(FilterBankMixin, BaseEstimator):
     n_inside_hull_ : int, patches dropped for lying inside the hull of the others
     max_relative_gap_ : float, the worst certificate; n_rounds_ : int, certification rounds
     """
+
+    _parameter_constraints = {
+        "n_candidates": [Interval(Integral, 1, None, closed="left")],
+        "hull_tol": [Interval(Real, 0, None, closed="left")],
+        "use_bias": ["boolean"],
+        "n_jobs": [Integral, None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "scheduler": [str, HasMethods(["submit", "scatter"]), None],
+        "verbose": ["verbose"],
+    }
 
     def __init__(self, n_candidates=256, hull_tol=1e-6, use_bias=False, n_jobs=1, batch_size=256,
                  scheduler=None, verbose=0):

@@ -9,11 +9,13 @@ the response map. The whitening and the filters fold into one ``d x F`` matrix
 """
 
 import numbers
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 import torch.nn.functional as functional
 from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
@@ -175,6 +177,23 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         the negated filters second, when ``two_sided``), thresholds included
     image_shape_ : (H, W, C) seen in fit; n_features_in_ : ``H * W * C``
     """
+
+    _parameter_constraints = {
+        "patch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_patches": [Interval(Integral, 2, None, closed="left"), Interval(RealNotInt, 0, 1, closed="right")],
+        "whitener": [PatchWhitener, None],
+        "filter_bank": [HasMethods(["fit", "transform"]), None],
+        "stride": [Interval(Integral, 1, None, closed="left")],
+        "pooling": [StrOptions(set(POOLINGS))],
+        "grid": [Interval(Integral, 1, None, closed="left")],
+        "memory_mb": [Interval(Real, 0, None, closed="neither")],
+        "device": [str],
+        "two_sided": ["boolean"],
+        "threshold": [Interval(Real, 0, None, closed="left")],
+        "image_shape": [tuple, list, None],
+        "random_state": ["random_state", np.random.Generator],
+        "verbose": ["verbose"],
+    }
 
     def __init__(self, patch_size=5, n_patches=1000, whitener=None, filter_bank=None, stride=1,
                  pooling="sum", grid=2, memory_mb=32, device="cpu", two_sided=False, threshold=0.0,

@@ -1,7 +1,10 @@
 """Patch normalisation and ZCA whitening (Algorithm 2, steps 3-4)."""
 
+from numbers import Real
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .patches import normalize_patches
@@ -25,6 +28,8 @@ class ZCAWhitener(TransformerMixin, BaseEstimator):
     whitening_ : (d, d) symmetric matrix ``V (D + eps)^(-1/2) V^T``
     colouring_ : (d, d) its inverse ``V (D + eps)^(1/2) V^T``, to show filters in pixel space
     """
+
+    _parameter_constraints = {"eps": [Interval(Real, 0, None, closed="left")]}
 
     def __init__(self, eps=0.1):
         self.eps = eps
@@ -69,6 +74,13 @@ class PatchWhitener(TransformerMixin, BaseEstimator):
     zca_ : fitted :class:`ZCAWhitener`, or None when ``zca=False``
     n_features_in_ : int, patch dimension ``d``
     """
+
+    _parameter_constraints = {
+        "eps": [Interval(Real, 0, None, closed="left")],
+        "normalize": ["boolean"],
+        "zca": ["boolean"],
+        "zca_eps": [Interval(Real, 0, None, closed="left")],
+    }
 
     def __init__(self, eps=0.01, normalize=True, zca=True, zca_eps=0.1):
         self.eps = eps

@@ -1,7 +1,10 @@
 """The whole Convex-RF model as one scikit-learn classifier."""
 
+from numbers import Integral
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
@@ -30,6 +33,12 @@ class ConvexRFClassifier(ClassifierMixin, BaseEstimator):
     Images are ``(N, H, W[, C])`` arrays or flattened rows with ``features.image_shape`` set, uint8
     (scaled to [0, 1]) or float (see :mod:`features.images`).
     """
+
+    _parameter_constraints = {
+        "features": [ConvReLUPool, None],
+        "output_layer": [L1OutputLayer, None],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+    }
 
     def __init__(self, features=None, output_layer=None, random_state=None):
         self.features = features

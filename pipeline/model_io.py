@@ -12,21 +12,27 @@ An estimator is saved as a tree: ``{"type": "estimator", "class", "params", "att
 comes back as the same type. Non-finite floats are stored as the strings ``"nan"``, ``"inf"``, ``"-inf"``.
 """
 
+import functools
 import hashlib
 import importlib.metadata
 import json
 import math
+import re
 import zipfile
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import InvalidParameterError
 
 from pipeline.cache import save_npz_atomic, write_text_atomic
 
-__all__ = ["ModelFileError", "default_registry", "load_model", "read_manifest", "save_model"]
+__all__ = ["ModelFileError", "default_registry", "fitted_state", "load_classifier", "load_model", "read_manifest",
+           "save_model"]
 
 FORMAT = "convexrf-model"
 FORMAT_VERSION = 1
@@ -39,6 +45,12 @@ _NUMPY_KINDS = "biufU"  # numpy scalar kinds that JSON holds exactly: bool, ints
 _ARRAY_KINDS = "biufcU"  # array dtypes that model files hold: bool, ints, floats, complex, str
 _MAX_DIMENSIONS = 32  # numpy's limit (NPY_MAXDIMS)
 _MAX_HEADER_BYTES = 10_000  # numpy's own cap on the .npy header it reads (np.load's max_header_size)
+_MAX_MANIFEST_BYTES = 64 * 2**20
+_MAX_DEPTH = 64  # a model tree nests about 20 levels deep
+_MAX_INT_DIGITS = 30
+_MAX_IMAGE_VALUES = 2**26  # the largest image (H * W * C) that a loaded model may take
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_OPENING, _CLOSING = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
 _MAX_DEFLATE_RATIO = 1032  # the most that deflate expands: 258 bytes per 2-bit code
 
 
@@ -195,15 +207,26 @@ def load_model(folder, *, registry=None):
     """
     registry = default_registry() if registry is None else registry
     manifest, entries = _read_checked(folder)
-    json_path = Path(folder) / JSON_NAME
+    _check_arrays(entries, manifest["arrays"], Path(folder) / NPZ_NAME)
+    return _Decoder(entries, registry, Path(folder) / JSON_NAME).value(manifest.get("estimator"), "", True)
+
+
+def load_classifier(folder, *, registry=None):
+    """The fitted image classifier saved in ``folder`` (see :func:`load_model`), once it has classified
+    a blank image of its input shape: arrays that do not fit together are refused here, not mid-run."""
+    model = load_model(folder, registry=registry)
+    if not (callable(getattr(model, "class_scores", None)) and hasattr(model, "image_shape_")):
+        raise ModelFileError(f"{Path(folder) / JSON_NAME} holds a {type(model).__name__}, not an image "
+                             "classifier; pass the run folder of `python run.py train`")
     try:
-        _check_arrays(entries, manifest["arrays"], Path(folder) / NPZ_NAME)
-        return _decode(manifest["estimator"], entries, registry, json_path)
-    except ModelFileError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise ModelFileError(f"{json_path} is malformed ({type(error).__name__}: {error}); re-save "
-                             "the model") from error
+        scores = model.class_scores(np.zeros((1, *model.image_shape_), dtype=np.uint8))
+        if np.shape(scores) != (1, len(model.classes_)):
+            raise ValueError(f"scores of shape {np.shape(scores)} for {len(model.classes_)} classes")
+    except (ValueError, TypeError, IndexError, RuntimeError, ArithmeticError) as error:
+        raise ModelFileError(f"the model in {folder} cannot classify a blank image ({type(error).__name__}: "
+                             f"{error}): its arrays do not fit together; re-save the model or restore the "
+                             "original files") from error
+    return model
 
 
 def _read_checked(folder, names=None):
@@ -236,9 +259,12 @@ def _model_paths(folder):
 
 def _parse_manifest(path):
     """``(manifest, sha256 of its bytes)``, after checking the format and its version."""
+    if path.stat().st_size > _MAX_MANIFEST_BYTES:
+        raise ModelFileError(f"{path} is larger than the {_MAX_MANIFEST_BYTES // 2**20} MiB a model manifest "
+                             "may have: it is not a convexrf manifest; restore the original file")
     raw = path.read_bytes()
     try:
-        manifest = json.loads(raw.decode("utf-8"))
+        manifest = _parse_json(raw.decode("utf-8"), path)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelFileError(f"{path} is not valid JSON ({error}); restore the original file or "
                              "re-save the model") from error
@@ -263,9 +289,9 @@ def _listed_arrays(manifest, json_path):
     for key, meta in arrays.items():
         shape, dtype = meta.get("shape") if isinstance(meta, dict) else None, _listed_dtype(meta)
         if (key == CHECKSUM_KEY or type(shape) is not list or len(shape) > _MAX_DIMENSIONS or dtype is None
-                or not all(type(n) is int and n >= 0 for n in shape)):
-            raise ModelFileError(f"{json_path} lists array {key!r} with an invalid shape or dtype; re-save "
-                                 "the model")
+                or not all(type(n) is int and n >= 0 for n in shape) or type(meta.get("sha256")) is not str):
+            raise ModelFileError(f"{json_path} lists array {key!r} with an invalid shape, dtype or checksum; "
+                                 "re-save the model")
         listed[key] = (tuple(shape), dtype)
     return listed
 
@@ -277,6 +303,34 @@ def _listed_dtype(meta):
     except (KeyError, TypeError, ValueError):
         return None
     return dtype if dtype.kind in _ARRAY_KINDS and dtype.shape == () and dtype.names is None else None
+
+
+def _parse_json(text, path):
+    """``json.loads(text)``, refused when nested deeper than ``_MAX_DEPTH`` or when an integer has more
+    than ``_MAX_INT_DIGITS`` digits (both checked without recursion, before or while parsing)."""
+    depth = _nesting_depth(text)
+    if depth > _MAX_DEPTH:
+        raise ModelFileError(f"{path} nests {depth} levels deep, more than the {_MAX_DEPTH} a model manifest "
+                             "has: it is not a convexrf manifest; restore the original file")
+
+    def parse_int(digits):
+        if len(digits.lstrip("-")) > _MAX_INT_DIGITS:
+            raise ModelFileError(f"{path} holds an integer of {len(digits)} digits, more than the "
+                                 f"{_MAX_INT_DIGITS} a model manifest has; restore the original file")
+        return int(digits)
+
+    def parse_constant(name):
+        raise ModelFileError(f"{path} holds {name}, which is not JSON (model files write non-finite "
+                             "numbers as strings); restore the original file")
+
+    return json.loads(text, parse_int=parse_int, parse_constant=parse_constant)
+
+
+def _nesting_depth(text):
+    """The deepest nesting of ``[`` and ``{`` in JSON ``text``, not counting those inside strings."""
+    codes = np.frombuffer(_JSON_STRING.sub("", text).encode("utf-8"), dtype=np.uint8)
+    steps = np.isin(codes, _OPENING).astype(np.int64) - np.isin(codes, _CLOSING)
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _read_npz(path, listed, names=None):
@@ -375,43 +429,231 @@ def _check_arrays(entries, listed, npz_path):
                                  "from a degenerate fit); retrain it")
 
 
-def _decode(node, arrays, registry, json_path):
-    """The value of a manifest node (see :func:`_encode`)."""
-    kind = node["type"]
-    if kind == "estimator":
-        return _decode_estimator(node, arrays, registry, json_path)
-    if kind == "array":
-        return arrays[node["key"]]
-    if kind in ("list", "tuple"):
-        items = [_decode(item, arrays, registry, json_path) for item in node["items"]]
-        return items if kind == "list" else tuple(items)
+class _Decoder:
+    """Rebuilds values from manifest nodes (see :func:`_encode`), checking the tree as it goes.
+
+    Every node must have exactly its type's fields; every estimator's class must be in the registry,
+    its parameters must satisfy the class's ``_parameter_constraints`` and its fitted state must be
+    what :func:`fitted_state` expects of the class.
+    """
+
+    def __init__(self, arrays, registry, json_path):
+        self.arrays, self.registry, self.json_path = arrays, registry, json_path
+
+    def error(self, where, problem):
+        """A ModelFileError about the node at ``where`` (a path like ``features/whitener``)."""
+        place = f" at {where!r}" if where else ""
+        return ModelFileError(f"{self.json_path}{place}: {problem}; re-save the model or restore the "
+                              "original file")
+
+    def value(self, node, where, fitted):
+        """The value of ``node``, found at ``where`` in the tree; ``fitted``: in fitted state (else in
+        parameters, where estimators need not be fitted)."""
+        kind = _node_type(node)
+        if kind is None:
+            raise self.error(where, "a node is malformed (unknown type, or missing or extra fields)")
+        if kind == "estimator":
+            return self.estimator(node, where, fitted)
+        if kind == "array":
+            if node["key"] not in self.arrays:
+                raise self.error(where, f"the array {node['key']!r} is not in the manifest's array list")
+            return self.arrays[node["key"]]
+        if kind in ("list", "tuple"):
+            items = [self.value(item, f"{where}/{i}", fitted) for i, item in enumerate(node["items"])]
+            return items if kind == "list" else tuple(items)
+        try:
+            return _scalar(node)
+        except (TypeError, ValueError, OverflowError) as error:
+            raise self.error(where, f"a {kind} value is invalid ({error})") from error
+
+    def estimator(self, node, where, fitted):
+        """The estimator of an ``estimator`` node, its parameters and fitted state checked."""
+        name = node["class"]
+        cls = self.registry.get(name)
+        if cls is None:
+            raise ModelFileError(f"{self.json_path} names the estimator class {name!r}, which is not allowed "
+                                 f"(allowed: {sorted(self.registry)}); load it with a registry that has it")
+        unknown = sorted(set(node["params"]) - set(cls._get_param_names()))
+        if unknown:
+            raise ModelFileError(f"{self.json_path} gives {name} parameters it does not take: {unknown}; the "
+                                 "model was saved by another version of convexrf; re-save it")
+        prefix = f"{where}/" if where else ""
+        estimator = cls(**{key: self.value(value, prefix + key, False) for key, value in node["params"].items()})
+        self.check_params(estimator, where)
+        for key, value in node["attributes"].items():
+            if not _is_fitted_name(key):
+                raise self.error(where, f"{name} has an attribute {key!r} that is not fitted state")
+            setattr(estimator, key, self.value(value, prefix + key, True))
+        if fitted or node["attributes"]:
+            self.check_fitted(estimator, where)
+        return estimator
+
+    def check_params(self, estimator, where):
+        """The parameters satisfy the class's ``_parameter_constraints``; none is an estimator without them."""
+        name = type(estimator).__name__
+        if getattr(estimator, "_parameter_constraints", None) is not None:
+            try:
+                estimator._validate_params()
+            except InvalidParameterError as error:
+                raise self.error(where, str(error)) from error
+            return
+        nested = sorted(key for key, value in estimator.get_params(deep=False).items() if _holds_estimator(value))
+        if nested:
+            raise self.error(where, f"{name} declares no parameter constraints, so its parameters {nested} "
+                                    "cannot be estimators")
+
+    def check_fitted(self, estimator, where):
+        """The fitted state is the one the class has after ``fit`` (see :func:`fitted_state`)."""
+        expected = fitted_state().get(type(estimator))
+        if expected is None:
+            return
+        name = type(estimator).__name__
+        present = {key for key in vars(estimator) if _is_fitted_name(key)}
+        if present != set(expected.kinds):
+            raise self.error(where, f"{name} has the fitted attributes {sorted(present)}, not "
+                                    f"{sorted(expected.kinds)}")
+        for key, kind in expected.kinds.items():
+            value = getattr(estimator, key)
+            if not kind.test(value):
+                raise self.error(where, f"{name}.{key} is a {type(value).__name__}, not {kind.description}")
+        try:
+            expected.check(estimator)
+        except ValueError as error:
+            raise self.error(where, f"{name} does not fit together: {error}") from error
+
+
+def _node_type(node):
+    """The ``type`` of a well-formed manifest node (exactly its type's fields, of the right JSON types)."""
+    kind = node.get("type") if type(node) is dict else None
+    fields = _NODE_FIELDS.get(kind) if type(kind) is str else None
+    if fields is None or set(node) != {"type", *fields}:
+        return None
+    return kind if all(type(node[key]) in types for key, types in fields.items()) else None
+
+
+def _scalar(node):
+    """The value of a ``none``, ``numpy``, ``bool``, ``int``, ``float`` or ``str`` node."""
+    kind, value = node["type"], node.get("value")
     if kind == "none":
         return None
+    if isinstance(value, str) and kind in ("float", "numpy") and value not in _NON_FINITE:
+        if kind == "float" or np.dtype(node["dtype"]).kind == "f":
+            raise ValueError(f"{value!r} is not a number")
     if kind == "numpy":
         dtype = np.dtype(node["dtype"])
-        if dtype.kind not in _NUMPY_KINDS:
-            raise ModelFileError(f"{json_path} holds a numpy scalar of dtype {dtype}, which model files "
-                                 "never contain; re-save the model")
-        return dtype.type(float(node["value"]) if dtype.kind == "f" else node["value"])
-    scalar_type = {t.__name__: t for t in _SCALAR_TYPES}[kind]
-    return scalar_type(node["value"])
+        if dtype.kind not in _NUMPY_KINDS or type(value) not in _NUMPY_VALUES[dtype.kind]:
+            raise ValueError(f"a numpy {dtype} scalar cannot hold {value!r}")
+        return dtype.type(float(value) if dtype.kind == "f" else value)
+    return float(value) if kind == "float" else value
 
 
-def _decode_estimator(node, arrays, registry, json_path):
-    name = node["class"]
-    cls = registry.get(name)
-    if cls is None:
-        raise ModelFileError(f"{json_path} names the estimator class {name!r}, which is not allowed "
-                             f"(allowed: {sorted(registry)}); load it with a registry that has it")
-    unknown = sorted(set(node["params"]) - set(cls._get_param_names()))
-    if unknown:
-        raise ModelFileError(f"{json_path} gives {name} parameters it does not take: {unknown}; the "
-                             "model was saved by another version of convexrf; re-save it")
-    params = {key: _decode(value, arrays, registry, json_path) for key, value in node["params"].items()}
-    estimator = cls(**params)
-    for key, value in node["attributes"].items():
-        if not _is_fitted_name(key):
-            raise ModelFileError(f"{json_path} gives {name} an attribute {key!r} that is not fitted "
-                                 "state; re-save the model")
-        setattr(estimator, key, _decode(value, arrays, registry, json_path))
-    return estimator
+def _holds_estimator(value):
+    """Whether ``value`` is an estimator or a list/tuple that holds one."""
+    return isinstance(value, BaseEstimator) or (type(value) in (list, tuple) and any(map(_holds_estimator, value)))
+
+
+_NODE_FIELDS = {
+    "estimator": {"class": (str,), "params": (dict,), "attributes": (dict,)},
+    "array": {"key": (str,)},
+    "list": {"items": (list,)},
+    "tuple": {"items": (list,)},
+    "none": {},
+    "numpy": {"dtype": (str,), "value": (bool, int, float, str)},
+    "bool": {"value": (bool,)},
+    "int": {"value": (int,)},
+    "float": {"value": (float, int, str)},
+    "str": {"value": (str,)},
+}
+_NUMPY_VALUES = {"b": (bool,), "i": (int,), "u": (int,), "f": (float, int, str), "U": (str,)}
+_NON_FINITE = ("nan", "inf", "-inf")
+
+
+# ----------------------------------------------------------------------------------------------
+# The fitted state of each estimator class
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a fitted attribute must be: ``test(value)`` is true, described as ``description``."""
+
+    description: str
+    test: Callable[[object], bool]
+
+
+@dataclass(frozen=True)
+class FittedState:
+    """The fitted attributes of a class (``{name: Kind}``) and a check of how they fit together
+    (``check(estimator)`` raises ValueError, e.g. a patch larger than the images)."""
+
+    kinds: dict
+    check: Callable[[object], None] = lambda estimator: None
+
+
+def _is_integer(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value):
+    return _is_integer(value) or isinstance(value, (float, np.floating))
+
+
+def _is_image_shape(value):
+    return (type(value) is tuple and len(value) == 3 and all(_is_integer(n) and n >= 1 for n in value)
+            and math.prod(value) <= _MAX_IMAGE_VALUES)
+
+
+def _instance_of(*classes):
+    """The kind of an attribute that holds an instance of one of ``classes`` (None allowed if listed)."""
+    names = " or ".join("None" if cls is None else cls.__name__ for cls in classes)
+    return Kind(f"a {names}", lambda value: type(value) in tuple(type(None) if c is None else c for c in classes))
+
+
+ARRAY = Kind("a numeric array", lambda value: isinstance(value, np.ndarray) and value.dtype.kind in "biuf")
+LABELS = Kind("a one-dimensional array", lambda value: isinstance(value, np.ndarray) and value.ndim == 1)
+INTEGER = Kind("an integer", _is_integer)
+REAL = Kind("a number", _is_real)
+FLAG = Kind("a bool", lambda value: isinstance(value, (bool, np.bool_)))
+IMAGE_SHAPE = Kind(f"an image shape (H, W, C) of at most {_MAX_IMAGE_VALUES} values", _is_image_shape)
+REALS = Kind("a list of numbers", lambda value: type(value) is list and all(map(_is_real, value)))
+ARRAY_OR_REAL = Kind("a numeric array or a number", lambda value: ARRAY.test(value) or _is_real(value))
+
+
+@functools.cache
+def fitted_state():
+    """``{class: FittedState}`` of the convexrf estimators, as ``fit`` leaves them."""
+    registry = default_registry()
+    filter_banks = [registry[name] for name in ("ExtremePointFilters", "RandomPatchFilters", "KMeansFilters",
+                                                "GaussianFilters")]
+    bank = {"n_features_in_": INTEGER, "filters_": ARRAY, "bias_": ARRAY}
+    network = {"image_shape_": IMAGE_SHAPE, "n_features_in_": INTEGER, "classes_": LABELS, "hidden_weights_": ARRAY,
+               "hidden_bias_": ARRAY, "output_weights_": ARRAY, "output_bias_": ARRAY, "objective_": REAL}
+    kinds = {
+        "ZCAWhitener": {"n_features_in_": INTEGER, "mean_": ARRAY, "whitening_": ARRAY, "colouring_": ARRAY},
+        "PatchWhitener": {"n_features_in_": INTEGER, "zca_": _instance_of(registry["ZCAWhitener"], None)},
+        "ExtremePointFilters": {**bank, "kept_": ARRAY, "residual_norms_": ARRAY, "relative_gaps_": ARRAY,
+                                "support_sizes_": ARRAY, "n_inside_hull_": INTEGER, "max_relative_gap_": REAL,
+                                "n_rounds_": INTEGER},
+        "RandomPatchFilters": bank,
+        "KMeansFilters": {**bank, "n_iter_": INTEGER},
+        "GaussianFilters": bank,
+        "ConvReLUPool": {"whitener_": _instance_of(registry["PatchWhitener"]),
+                         "filter_bank_": _instance_of(*filter_banks), "weights_": ARRAY, "offset_": ARRAY,
+                         "image_shape_": IMAGE_SHAPE, "n_features_in_": INTEGER},
+        "L1OutputLayer": {"n_features_in_": INTEGER, "intercept_": ARRAY, "mean_": ARRAY_OR_REAL,
+                          "scale_": ARRAY_OR_REAL, "n_rounds_": INTEGER, "beta_max_": REAL, "classes_": LABELS,
+                          "l1_coef_": ARRAY, "coef_": ARRAY, "tau_": REAL, "dual_norm_": REAL, "beta_": REAL,
+                          "n_iter_": INTEGER, "n_solves_": INTEGER, "converged_": FLAG},
+        "ConvexRFClassifier": {"features_": _instance_of(registry["ConvReLUPool"]),
+                               "output_layer_": _instance_of(registry["L1OutputLayer"]), "classes_": LABELS,
+                               "n_features_in_": INTEGER},
+        "LeastSquaresClassifier": {"image_shape_": IMAGE_SHAPE, "n_features_in_": INTEGER, "classes_": LABELS,
+                                   "coef_": ARRAY, "intercept_": ARRAY, "objective_": REAL},
+        "BackpropNetwork": {**network, "objective_history_": REALS},
+        "CuttingPlaneNetwork": {**network, "beta_": REAL, "duality_gap_": REAL, "rounds_": ARRAY,
+                                "n_seeds_": INTEGER},
+        "ClosedFormNetwork": network,
+    }
+    checks = {"ConvReLUPool": lambda estimator: estimator._check_params(estimator.image_shape_),
+              "L1OutputLayer": lambda estimator: estimator._check_params()}
+    return {registry[name]: FittedState(kinds[name], *([checks[name]] if name in checks else []))
+            for name in kinds}

@@ -4,19 +4,26 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import zipfile
 
 import numpy as np
 import pytest
 from sklearn.base import BaseEstimator
+from sklearn.datasets import load_digits
 
+import run
+from features.feature_map import ConvReLUPool
 from features.whitening import ZCAWhitener
-from pipeline.model_io import ModelFileError, default_registry, load_model, read_manifest, save_model
+from pipeline.classifier import ConvexRFClassifier
+from pipeline.model_io import ModelFileError, default_registry, load_classifier, load_model, read_manifest, save_model
 from pipeline.output_layer import L1OutputLayer
 
 
 class Stack(BaseEstimator):
     """A test-local estimator with nested estimators and scalars of many types."""
+
+    _parameter_constraints = {"base": [ZCAWhitener, None]}  # a parameter may be an estimator where allowed
 
     def __init__(self, eps=0.25, sizes=(2, 3), limit=float("inf"), name="stack", base=None):
         self.eps = eps
@@ -318,3 +325,102 @@ def test_non_finite_arrays_are_never_saved_nor_loaded(saved_whitener, tmp_path):
     np.savez(folder / "model.npz", **entries)
     with pytest.raises(ModelFileError, match="array 'whitening_' in .*model.npz holds NaN or infinite values"):
         load_model(folder)
+
+
+@pytest.fixture(scope="module")
+def classifier_folder(tmp_path_factory):
+    """A folder with a small ConvexRFClassifier fitted on scikit-learn's 8 x 8 digits."""
+    digits = load_digits()
+    images = np.round(digits.images[:200] * (255 / 16)).astype(np.uint8)
+    model = ConvexRFClassifier(ConvReLUPool(patch_size=3, n_patches=60, random_state=0))
+    model.fit(images, digits.target[:200])
+    folder = tmp_path_factory.mktemp("classifier")
+    save_model(model, folder)
+    return folder
+
+
+def tampered(source, folder, edit_text):
+    """A copy of the model in ``source`` at ``folder`` with its manifest text edited by ``edit_text``
+    (on the JSON text) and the npz checksum recomputed: what a forger would write."""
+    shutil.copytree(source, folder)
+    path = folder / "model.json"
+    text = edit_text(path.read_text())
+    path.write_text(text)
+    with np.load(folder / "model.npz") as archive:
+        entries = {name: archive[name] for name in archive.files}
+    entries["__manifest_sha256__"] = np.array(hashlib.sha256(text.encode()).hexdigest())
+    np.savez(folder / "model.npz", **entries)
+    return folder
+
+
+def edit_tree(change):
+    """A manifest text edit that applies ``change(tree)`` to the parsed estimator tree."""
+    def edit(text):
+        manifest = json.loads(text)
+        change(manifest["estimator"])
+        return json.dumps(manifest, indent=1)
+    return edit
+
+
+def features_node(tree):
+    return tree["attributes"]["features_"]
+
+
+TREE_EDITS = {
+    "a whitener where the features belong": (
+        lambda tree: tree["attributes"].update(features_=features_node(tree)["attributes"]["whitener_"]),
+        "ConvexRFClassifier.features_ is a PatchWhitener, not a ConvReLUPool"),
+    "a whitener as the features parameter": (
+        lambda tree: tree["params"].update(features=features_node(tree)["attributes"]["whitener_"]),
+        "The 'features' parameter of ConvexRFClassifier must be an instance of"),
+    "a string where an array belongs": (
+        lambda tree: features_node(tree)["attributes"].update(weights_={"type": "str", "value": "weights"}),
+        "at 'features_': ConvReLUPool.weights_ is a str, not a numeric array"),
+    "stride 0": (lambda tree: features_node(tree)["params"].update(stride={"type": "int", "value": 0}),
+                 "at 'features_': The 'stride' parameter of ConvReLUPool must be an int in the range"),
+    "grid 0": (lambda tree: features_node(tree)["params"].update(grid={"type": "int", "value": 0}),
+               "The 'grid' parameter of ConvReLUPool must be an int in the range"),
+    "patch_size 100": (lambda tree: features_node(tree)["params"].update(patch_size={"type": "int", "value": 100}),
+                       "ConvReLUPool does not fit together: patch_size must be an integer from 1 to 8"),
+    "NaN eps": (lambda tree: features_node(tree)["attributes"]["whitener_"]["params"].update(
+        eps={"type": "float", "value": "nan"}), "at 'features_/whitener_': The 'eps' parameter of PatchWhitener"),
+    "a node without its fields": (lambda tree: tree["attributes"].update(classes_={"type": "array"}),
+                                  "at 'classes_': a node is malformed"),
+    "a missing attribute": (lambda tree: tree["attributes"].pop("output_layer_"),
+                            r"ConvexRFClassifier has the fitted attributes \['classes_', 'features_', "
+                            r"'n_features_in_'\], not"),
+}
+
+
+@pytest.mark.parametrize("case", TREE_EDITS)
+def test_estimator_trees_that_make_no_sense_are_refused(classifier_folder, tmp_path, case):
+    change, message = TREE_EDITS[case]
+    folder = tampered(classifier_folder, tmp_path / "model", edit_tree(change))
+    with pytest.raises(ModelFileError, match=message):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("edit, message", ids=["nested", "digits", "constant"], argvalues=[
+    (lambda text: text.replace('"config": null', '"config": ' + "[" * 100_000 + "]" * 100_000),
+     "nests 100001 levels deep, more than the 64"),
+    (lambda text: re.sub(r'"n_features_in_": \{\s*"type": "int",\s*"value": 64', '"n_features_in_": {"type": '
+                         '"int", "value": ' + "6" * 5000, text, count=1),
+     "holds an integer of 5000 digits"),
+    (lambda text: text.replace('"config": null', '"config": NaN'), "holds NaN, which is not JSON"),
+])
+def test_manifests_too_deep_or_with_huge_numbers_are_refused(classifier_folder, tmp_path, edit, message):
+    folder = tampered(classifier_folder, tmp_path / "model", edit)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(folder)
+    assert run.main(["predict", "--run", str(folder), "--images", str(tmp_path)]) == 2
+
+
+def test_classifiers_whose_arrays_do_not_fit_together_are_refused(classifier_folder, tmp_path):
+    assert np.shape(load_classifier(classifier_folder).class_scores(np.zeros((2, 8, 8, 1), np.uint8))) == (2, 10)
+    two_sided = edit_tree(lambda tree: features_node(tree)["params"].update(two_sided={"type": "bool", "value": True}))
+    folder = tampered(classifier_folder, tmp_path / "model", two_sided)  # too few features for the output layer
+    with pytest.raises(ModelFileError, match="cannot classify a blank image .*its arrays do not fit together"):
+        load_classifier(folder)
+    with pytest.raises(ModelFileError, match="holds a ZCAWhitener, not an image classifier"):
+        load_classifier(tampered(classifier_folder, tmp_path / "whitener", edit_tree(
+            lambda tree: tree.update(features_node(tree)["attributes"]["whitener_"]["attributes"]["zca_"]))))
