@@ -1,7 +1,7 @@
 """Command line of convexrf.
 
     python run.py train --config configs/digits.yaml [--data-root DIR] [--out DIR] [--set key=value ...]
-    python run.py predict --run OUT --images PATH [--csv FILE]
+    python run.py predict --run OUT --images PATH [--csv FILE] [--device cpu|cuda]
     python run.py visualize --run OUT
     python run.py report --run OUT [--run OUT2 ...]
 """
@@ -32,6 +32,9 @@ def parse_args(argv):
     predict.add_argument("--images", type=Path, required=True, help="image file or folder (searched recursively)")
     predict.add_argument("--csv", type=Path, default=None,
                          help="output CSV of file, predicted_class, score (default: RUN/predictions.csv)")
+    predict.add_argument("--device", default="cpu",
+                         help="torch device that computes the features, e.g. cpu or cuda (default: cpu, whatever "
+                         "the model was trained on)")
     visualize = commands.add_parser("visualize", help="write OUT/filters.png and OUT/filters_by_class.png")
     visualize.add_argument("--run", type=Path, required=True, help="run folder of `train`")
     visualize.add_argument("--max-filters", type=int, default=400, help="filters in the montage (default 400)")
@@ -83,9 +86,14 @@ def report(args):
 
 def predict(args):
     from data.image_files import read_images_for_prediction, write_predictions_csv
+    import torch
+
+    from pipeline.config import ConfigError
     from pipeline.model_io import load_classifier
 
-    model = load_classifier(args.run)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: torch finds no CUDA device here; use --device cpu")
+    model = load_classifier(args.run, device=args.device)
     files, images = read_images_for_prediction(args.images, model.image_shape_)
     scores = model.class_scores(images)
     best = scores.argmax(axis=1)

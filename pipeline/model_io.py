@@ -199,22 +199,24 @@ def read_manifest(folder):
     return manifest
 
 
-def load_model(folder, *, registry=None):
+def load_model(folder, *, registry=None, device="cpu"):
     """The fitted estimator saved in ``folder``, rebuilt from classes in ``registry`` only.
 
     ``registry`` maps class names to classes (default :func:`default_registry`). Nothing from the
-    files is executed and ``fit`` is not called.
+    files is executed and ``fit`` is not called. Every estimator with a ``device`` parameter gets
+    ``device`` (a torch device): the one it was trained on is not part of the model.
     """
     registry = default_registry() if registry is None else registry
     manifest, entries = _read_checked(folder)
     _check_arrays(entries, manifest["arrays"], Path(folder) / NPZ_NAME)
-    return _Decoder(entries, registry, Path(folder) / JSON_NAME).value(manifest.get("estimator"), "", True)
+    decoder = _Decoder(entries, registry, Path(folder) / JSON_NAME, device)
+    return decoder.value(manifest.get("estimator"), "", True)
 
 
-def load_classifier(folder, *, registry=None):
+def load_classifier(folder, *, registry=None, device="cpu"):
     """The fitted image classifier saved in ``folder`` (see :func:`load_model`), once it has classified
     a blank image of its input shape: arrays that do not fit together are refused here, not mid-run."""
-    model = load_model(folder, registry=registry)
+    model = load_model(folder, registry=registry, device=device)
     if not (callable(getattr(model, "class_scores", None)) and hasattr(model, "image_shape_")):
         raise ModelFileError(f"{Path(folder) / JSON_NAME} holds a {type(model).__name__}, not an image "
                              "classifier; pass the run folder of `python run.py train`")
@@ -437,8 +439,8 @@ class _Decoder:
     what :func:`fitted_state` expects of the class.
     """
 
-    def __init__(self, arrays, registry, json_path):
-        self.arrays, self.registry, self.json_path = arrays, registry, json_path
+    def __init__(self, arrays, registry, json_path, device):
+        self.arrays, self.registry, self.json_path, self.device = arrays, registry, json_path, device
 
     def error(self, where, problem):
         """A ModelFileError about the node at ``where`` (a path like ``features/whitener``)."""
@@ -478,7 +480,10 @@ class _Decoder:
             raise ModelFileError(f"{self.json_path} gives {name} parameters it does not take: {unknown}; the "
                                  "model was saved by another version of convexrf; re-save it")
         prefix = f"{where}/" if where else ""
-        estimator = cls(**{key: self.value(value, prefix + key, False) for key, value in node["params"].items()})
+        params = {key: self.value(value, prefix + key, False) for key, value in node["params"].items()}
+        if "device" in cls._get_param_names():
+            params["device"] = self.device
+        estimator = cls(**params)
         self.check_params(estimator, where)
         for key, value in node["attributes"].items():
             if not _is_fitted_name(key):

@@ -9,6 +9,8 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 from sklearn.base import BaseEstimator
 from sklearn.datasets import load_digits
 
@@ -424,3 +426,20 @@ def test_classifiers_whose_arrays_do_not_fit_together_are_refused(classifier_fol
     with pytest.raises(ModelFileError, match="holds a ZCAWhitener, not an image classifier"):
         load_classifier(tampered(classifier_folder, tmp_path / "whitener", edit_tree(
             lambda tree: tree.update(features_node(tree)["attributes"]["whitener_"]["attributes"]["zca_"]))))
+
+
+def test_a_model_trained_on_cuda_predicts_on_the_cpu(classifier_folder, tmp_path):
+    model = load_model(classifier_folder)
+    model.features_.set_params(device="cuda")  # as `features.device: cuda` trains it
+    save_model(model, tmp_path / "run")
+    loaded = load_classifier(tmp_path / "run")
+    assert loaded.features_.device == "cpu"
+    images = np.round(load_digits().images[-3:] * (255 / 16)).astype(np.uint8)
+    assert np.array_equal(loaded.predict(images), load_model(classifier_folder).predict(images))
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    assert run.main(["predict", "--run", str(tmp_path / "run"), "--images", str(tmp_path)]) == 0
+    assert len((tmp_path / "run" / "predictions.csv").read_text().splitlines()) == 4
+    if not torch.cuda.is_available():
+        argv = ["predict", "--run", str(tmp_path / "run"), "--images", str(tmp_path), "--device", "cuda"]
+        assert run.main(argv) == 2
