@@ -85,19 +85,20 @@ def report(args):
 
 
 def predict(args):
-    from data.image_files import read_images_for_prediction, write_predictions_csv
     import torch
 
+    from data.image_files import check_predictions_csv, read_images_for_prediction, write_predictions_csv
     from pipeline.config import ConfigError
     from pipeline.model_io import load_classifier
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: torch finds no CUDA device here; use --device cpu")
+    csv_path = args.csv if args.csv is not None else args.run / "predictions.csv"
+    check_predictions_csv(csv_path)  # before the work, not after it
     model = load_classifier(args.run, device=args.device)
     files, images = read_images_for_prediction(args.images, model.image_shape_)
     scores = model.class_scores(images)
     best = scores.argmax(axis=1)
-    csv_path = args.csv if args.csv is not None else args.run / "predictions.csv"
     write_predictions_csv(csv_path, files, model.classes_[best], scores[range(len(best)), best])
     print(f"{len(files)} images classified; predictions written to {csv_path}")
 
