@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,12 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
 from .core import DatasetError
-from .image_folder import _describe, _read_image
+from .image_folder import _describe, _read_image_and_mode
 
 IMAGE_SUFFIXES: tuple[str, ...] = tuple(suffix.lower() for suffix in IMG_EXTENSIONS)
 _ACCEPTED = f"accepted suffixes (any case): {' '.join(IMAGE_SUFFIXES)}"
 _MAX_LISTED_MISMATCHES = 5
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
 
 
 def _is_image(name: str) -> bool:
@@ -27,8 +29,11 @@ def list_image_files(path: Path | str) -> list[Path]:
     """The image files at ``path``: the file itself, or every image file under the folder.
 
     A folder is searched recursively (so an ImageFolder tree ``path/<class>/<image>`` works),
-    skipping hidden files and folders (name starting with ".") and files without an image
-    suffix. Returns the files sorted by path.
+    skipping hidden files and folders (name starting with "."), files without an image suffix
+    and anything that is not a regular file (a FIFO, a socket, a broken link). Links to folders
+    are followed, like ImageFolder does, but each folder is searched once (by device and inode),
+    so a link loop (``ln -s . sub``) neither repeats images nor recurses without end. Returns the
+    files sorted by path.
     """
     path = Path(path)
     if path.is_file():
@@ -36,14 +41,36 @@ def list_image_files(path: Path | str) -> list[Path]:
             raise DatasetError(f"{path} is not an image file ({_ACCEPTED}). Give an image file or a folder of them.")
         return [path]
     if not path.is_dir():
-        raise DatasetError(f"{path} does not exist; give an image file or a folder of image files.")
-    files = []
-    for folder, subfolders, names in os.walk(path, followlinks=True):  # follows links like ImageFolder
-        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        files += [Path(folder, name) for name in names if not name.startswith(".") and _is_image(name)]
+        what = "is not a regular file (a FIFO, socket or device)" if path.exists() else "does not exist"
+        raise DatasetError(f"{path} {what}; give an image file or a folder of image files.")
+    files = _image_files_under(path)
     if not files:
         raise DatasetError(f"folder {path} contains no image files ({_ACCEPTED}, searched recursively).")
     return sorted(files)
+
+
+def _image_files_under(path: Path) -> list[Path]:
+    """The regular image files under the folder ``path``, entering each folder (device, inode) once."""
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(path, followlinks=True):
+        status = _stat(folder)
+        identity = None if status is None else (status.st_dev, status.st_ino)
+        if identity is None or identity in seen:
+            subfolders[:] = []
+            continue
+        seen.add(identity)
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        candidates = [Path(folder, name) for name in names if not name.startswith(".") and _is_image(name)]
+        files += [file for file in candidates if (status := _stat(file)) is not None and stat.S_ISREG(status.st_mode)]
+    return files
+
+
+def _stat(path) -> os.stat_result | None:
+    """``os.stat(path)`` (links followed), or None if it fails (e.g. a broken link)."""
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
 
 
 def read_images_for_prediction(path: Path | str, image_shape: tuple[int, int, int]) -> tuple[list[Path], np.ndarray]:
@@ -60,11 +87,11 @@ def read_images_for_prediction(path: Path | str, image_shape: tuple[int, int, in
     mismatches = []
     progress = tqdm(files, desc="reading images", unit="img", disable=True if len(files) <= 1000 else None)
     for i, file in enumerate(progress):
-        image = _read_image(str(file))
+        image, mode = _read_image_and_mode(str(file))
         if image.shape == expected:
             images[i] = image
         else:
-            mismatches.append(f"{file} is {_describe(image.shape)}")
+            mismatches.append(f"{file} is {_describe(image.shape, mode)}")
     if mismatches:
         listed = "; ".join(mismatches[:_MAX_LISTED_MISMATCHES])
         others = len(mismatches) - _MAX_LISTED_MISMATCHES
@@ -77,24 +104,55 @@ def read_images_for_prediction(path: Path | str, image_shape: tuple[int, int, in
     return files, images
 
 
+def check_predictions_csv(path: Path | str) -> None:
+    """Raise DatasetError unless the CSV ``path`` can be written: not a folder, and its nearest
+    existing parent a folder this process may write in (missing folders below it are created)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"cannot write the predictions to {path}: it is a folder; give a file name.")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+        raise DatasetError(f"cannot write the predictions to {path}: {parent} is not a folder this user may "
+                           "write in; give another --csv path.")
+
+
 def write_predictions_csv(path: Path | str, files: list[Path], classes, scores) -> None:
     """Write ``file,predicted_class,score`` rows to the CSV ``path`` atomically.
 
     ``files`` (N paths), ``classes`` (N,) predicted class names and ``scores`` (N,) floats,
-    written with 6 significant digits. The file is written to a temporary file in the same
-    folder and renamed over ``path``, so a reader never sees a partial file.
+    written with 6 significant digits. File names are written as UTF-8, their bytes that are not
+    UTF-8 as ``\\xNN`` escapes; a name or class that a spreadsheet would take for a formula (it
+    starts with ``= + - @``, a tab or a carriage return) is prefixed with ``'`` (OWASP's advice).
+    The file is written to a temporary file in the same folder and renamed over ``path``, so a
+    reader never sees a partial file; a failure to write is a DatasetError.
     """
     if not len(files) == len(classes) == len(scores):
         raise ValueError(f"files, classes and scores differ in length: {len(files)}, {len(classes)}, {len(scores)}")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["file", "predicted_class", "score"])
-    writer.writerows([str(f), str(c), f"{float(s):.6g}"] for f, c, s in zip(files, classes, scores))
+    writer.writerows([_text_cell(_file_name(f)), _text_cell(str(c)), f"{float(s):.6g}"]
+                     for f, c, s in zip(files, classes, scores))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         temporary.write_text(buffer.getvalue(), encoding="utf-8", newline="")
         os.replace(temporary, path)
+    except OSError as err:
+        raise DatasetError(f"cannot write the predictions to {path}: {err}.") from err
     finally:
-        temporary.unlink(missing_ok=True)
+        if temporary.exists():  # False, not an error, where the folder could not be made
+            temporary.unlink()
+
+
+def _file_name(path: Path) -> str:
+    """``path`` as text that encodes to UTF-8: bytes of another encoding become ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
+def _text_cell(text: str) -> str:
+    """``text``, prefixed with ``'`` when it starts like a spreadsheet formula."""
+    return f"'{text}" if text.startswith(_FORMULA_STARTS) else text

@@ -11,6 +11,13 @@ from tqdm import tqdm
 from .core import DatasetError, ImageDataset
 
 _LAYOUT = "expected layout: <folder>/<class_name>/<image>.png|.jpg|..., one sub-folder per class"
+# The formats of the image suffixes that are read (torchvision's IMG_EXTENSIONS): Pillow picks a decoder
+# by content, so without this list a PostScript file named .png would reach Ghostscript.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "PPM", "TIFF", "WEBP")
+_MODE_NAMES = {"1": "1-bit black-and-white", "L": "grayscale", "LA": "grayscale with alpha", "I;16": "16-bit grayscale",
+               "I;16B": "16-bit grayscale", "I;16L": "16-bit grayscale", "I": "32-bit grayscale",
+               "F": "floating-point grayscale", "P": "palette", "PA": "palette with alpha", "RGB": "RGB",
+               "RGBA": "RGB with alpha", "CMYK": "CMYK", "YCbCr": "YCbCr"}
 
 
 def load_image_folders(train_dir: Path, test_dir: Path) -> tuple[ImageDataset, ImageDataset]:
@@ -73,15 +80,26 @@ def _read_split(samples: list[tuple[str, int]], classes: tuple[str, ...]) -> Ima
 
 def _read_image(path: str) -> np.ndarray:
     """Decode one file to uint8 (H, W, 1) for mode "L", else (H, W, 3)."""
+    return _read_image_and_mode(path)[0]
+
+
+def _read_image_and_mode(path: str) -> tuple[np.ndarray, str]:
+    """``(pixels, mode)``: one file of an ``IMAGE_FORMATS`` format decoded as in ``_read_image``, and
+    the Pillow mode of the file ("1", "L", "I;16", "P", "RGB", ...)."""
     try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"))
+        with Image.open(path, formats=IMAGE_FORMATS) as image:
+            mode = image.mode
+            pixels = np.asarray(image if mode in ("L", "RGB") else image.convert("RGB"))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DatasetError(f"cannot read image {path}: {err}. Replace or delete this file.") from err
-    return pixels[..., None] if pixels.ndim == 2 else pixels
+        raise DatasetError(f"cannot read image {path}: {err} (formats read: {', '.join(IMAGE_FORMATS)}). "
+                           "Replace or delete this file.") from err
+    return (pixels[..., None] if pixels.ndim == 2 else pixels), mode
 
 
-def _describe(shape: tuple[int, ...]) -> str:
-    """'WxH grayscale' or 'WxH RGB' for an (H, W, C) shape."""
+def _describe(shape: tuple[int, ...], mode: str | None = None) -> str:
+    """'WxH grayscale' or 'WxH RGB' for an (H, W, C) shape; with the file's Pillow ``mode`` when it was
+    converted to RGB, e.g. 'WxH 16-bit grayscale (mode I;16, read as RGB)'."""
     height, width, channels = shape
-    return f"{width}x{height} {'grayscale' if channels == 1 else 'RGB'}"
+    if mode is None or mode in ("L", "RGB"):
+        return f"{width}x{height} {'grayscale' if channels == 1 else 'RGB'}"
+    return f"{width}x{height} {_MODE_NAMES.get(mode, 'image')} (mode {mode}, read as RGB)"

@@ -17,16 +17,20 @@ of the others ``||r_i|| << ||a_i||`` and float64 alone would floor the certifica
 ``eps (||a_i|| / ||r_i||)^2``.
 
 Every patch carries its certificate, the relative gap ``max_j r_i^T (a_j - x_i) / ||r_i||^2`` (an
-upper bound on the relative excess of the objective over its optimum, times two). A patch whose
-residual is at most ``hull_tol * ||a_i||`` lies inside the hull of the others: it has no extreme point
-and is dropped and counted.
+upper bound on the relative excess of the objective over its optimum, times two); a ConvergenceWarning
+says when ``max_rounds`` ran out before every certificate held. A patch whose residual is at most
+``hull_tol * max(||a_i||, mean_j ||a_j||)`` (the mean: a zero patch has no scale of its own) lies
+inside the hull of the others: it has no extreme point and is dropped and counted. The test is made on
+the final residuals, after the refinement.
 """
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import validate_data
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
@@ -78,11 +82,12 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
     ----------
     patches : (P, d) float array, normalised (and possibly whitened) patches ``a_i``
     n_candidates : int, size of the initial working set (most aligned patches)
-    hull_tol : float, a residual norm at most ``hull_tol * ||a_i||`` means "inside the hull"
+    hull_tol : float, a residual norm at most ``hull_tol * max(||a_i||, mean_j ||a_j||)`` means "inside the hull"
     tol : float, Wolfe's stopping tolerance on the working set (relative)
     cert_tol : float, relative gap above which a patch's working set is enlarged
     violators_per_round : int, most violating patches added per failing patch and round
-    max_rounds : int, cap on certification rounds (the certificate is reported either way)
+    max_rounds : int, cap on certification rounds (the certificate is reported either way, with a
+        ConvergenceWarning when some patch is not certified)
     n_jobs : int, joblib workers for the per-patch solves
     batch_size : int, patches per joblib task
     block_size : int, rows per GEMM block in the candidate search and the certification
@@ -97,6 +102,12 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
     n_patches = len(patches)
     if n_patches < 2:
         raise ValueError(f"need at least 2 patches to compute extreme points, got {n_patches}")
+    bad_rows = np.count_nonzero(~np.isfinite(patches).all(axis=1))
+    if bad_rows:
+        raise ValueError(f"patches hold NaN or infinite values (in {bad_rows} rows); extreme points need "
+                         "finite patches")
+    norms = np.linalg.norm(patches, axis=1)
+    hull_tolerances = hull_tol * np.maximum(norms, norms.mean())
     working_sets = list(_most_aligned(patches, min(n_candidates, n_patches - 1), block_size))
     supports = [None] * n_patches
     weights = [None] * n_patches
@@ -108,7 +119,7 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
             _solve_on_working_sets(patches, pending, working_sets, supports, weights, tol, n_jobs,
                                    batch_size, description=f"filters, round {rounds}")
             residuals[pending] = [_residual(patches, i, supports[i], weights[i]) for i in pending]
-            inside = np.linalg.norm(residuals, axis=1) <= hull_tol * np.linalg.norm(patches, axis=1)
+            inside = np.linalg.norm(residuals, axis=1) <= hull_tolerances
             violators = _update_certificates(patches, residuals, pending, inside, relative_gaps, max_inner,
                                              cert_tol, violators_per_round, block_size)
             # Violators all inside the working set: Wolfe stopped at its float64 rounding level. Iterative
@@ -118,6 +129,7 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
             for i in stalled:
                 weights[i] = _refine(patches, i, supports[i], weights[i])
                 residuals[i] = _residual(patches, i, supports[i], weights[i])
+            inside = np.linalg.norm(residuals, axis=1) <= hull_tolerances  # refined residuals may reach 0
             violators = dict(zip(pending, violators))
             violators.update(zip(stalled, _update_certificates(
                 patches, residuals, stalled, inside, relative_gaps, max_inner, cert_tol, violators_per_round,
@@ -132,6 +144,11 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
             for i, new in failing:
                 working_sets[i] = np.union1d(working_sets[i], new)
             pending = np.array([i for i, _ in failing])
+        else:
+            warnings.warn(f"extreme-point filters: {len(failing)} of {n_patches} patches are not certified "
+                          f"optimal after max_rounds={max_rounds} rounds (worst relative gap "
+                          f"{relative_gaps.max():.2e} > cert_tol={cert_tol:.0e}); raise max_rounds or "
+                          "violators_per_round", ConvergenceWarning, stacklevel=2)
     residual_norms = np.linalg.norm(residuals, axis=1)
     kept = np.flatnonzero(~inside)
     relative_gaps[inside] = 0.0

@@ -7,7 +7,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from features.feature_map import ConvReLUPool
 from features.images import check_images
-from features.parameters import RANDOM_STATE, HasMethods
+from features.parameters import RANDOM_STATE
 from features.stage_protocol import Uncached
 
 from .readout.output_layer import L1OutputLayer
@@ -32,8 +32,12 @@ class ConvexRFClassifier(ClassifierMixin, BaseEstimator):
     (scaled to [0, 1]) or float (see :mod:`features.images`).
     """
 
-    _parameter_constraints = {"features": [HasMethods(["fit", "transform"]), None],
-                              "output_layer": [HasMethods(["fit", "predict"]), None], "random_state": RANDOM_STATE}
+    # the exact classes (not any transformer / classifier): a model file may only hold what its loader checks
+    _parameter_constraints = {
+        "features": [ConvReLUPool, None],
+        "output_layer": [L1OutputLayer, None],
+        "random_state": RANDOM_STATE,
+    }
 
     def __init__(self, features=None, output_layer=None, random_state=None):
         self.features = features

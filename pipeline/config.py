@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from sklearn.utils._param_validation import make_constraint
 
-from .schema import SCHEMA, Param, build_model, data_source
+from .schema import SCHEMA, build_model, data_source
 
 
 class ConfigError(ValueError):

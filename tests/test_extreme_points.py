@@ -6,11 +6,14 @@ relative duality gap of about 1e-8, so objectives are compared to 1e-6 relative,
 be worse than the reference by more than rounding (it is the exact minimiser).
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import qpsolvers
 import scipy.optimize
 import scipy.sparse
+from sklearn.exceptions import ConvergenceWarning
 
 from features.extreme_points import extreme_point_filters
 from features.patches import normalize_patches
@@ -172,3 +175,45 @@ def test_patch_just_outside_a_facet_is_certified_despite_cancellation():
     np.testing.assert_allclose(solution.filters[0], np.eye(d)[0], atol=1e-9)
     assert solution.residual_norms[0] == pytest.approx(1e-5, rel=1e-9)
     assert solution.relative_gaps[0] <= 1e-8
+
+
+ISSUE_PATCHES = np.array([[0.3], [-1.2], [0.7], [2.5], [0.0]])  # d = 1: only -1.2 and 2.5 are extreme
+
+
+def test_one_dimensional_patches_keep_the_two_ends_with_finite_filters():
+    solution = extreme_point_filters(ISSUE_PATCHES)
+    np.testing.assert_array_equal(solution.kept, [1, 3])
+    np.testing.assert_array_equal(solution.filters, [[-1.0], [1.0]])
+    assert solution.n_inside_hull == 3 and np.isfinite(solution.bias).all()
+
+
+def test_inside_the_hull_is_decided_after_the_refinement():
+    # hull_tol=0: only a residual that is exactly 0 is inside; the zero patch's residual is 0 only once refined
+    solution = extreme_point_filters(ISSUE_PATCHES, hull_tol=0.0)
+    assert np.isfinite(solution.filters).all() and np.isfinite(solution.bias).all()
+    assert 4 not in solution.kept and solution.residual_norms[4] == 0.0
+
+
+def test_a_near_zero_patch_inside_the_hull_is_dropped():
+    square = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0], [1e-13, -2e-13]])
+    solution = extreme_point_filters(square)
+    np.testing.assert_array_equal(solution.kept, [0, 1, 2, 3])
+    assert solution.n_inside_hull == 1
+
+
+def test_non_finite_patches_are_refused():
+    for value in (np.nan, np.inf):
+        patches = ISSUE_PATCHES.copy()
+        patches[2, 0] = value
+        with pytest.raises(ValueError, match=r"patches hold NaN or infinite values \(in 1 rows\)"):
+            extreme_point_filters(patches)
+
+
+def test_running_out_of_rounds_warns():
+    patches = np.random.default_rng(0).standard_normal((300, 10))
+    with pytest.warns(ConvergenceWarning, match=r"not certified optimal after max_rounds=1 rounds"):
+        solution = extreme_point_filters(patches, n_candidates=2, max_rounds=1, violators_per_round=1)
+    assert solution.max_relative_gap > 1e-10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        extreme_point_filters(patches[:40])  # certified: no warning

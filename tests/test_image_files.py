@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import csv
+import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import EpsImagePlugin, Image
 
+from pipeline import cli
 from data.core import DatasetError
-from data.image_files import IMAGE_SUFFIXES, list_image_files, read_images_for_prediction, write_predictions_csv
+from data.image_files import (IMAGE_SUFFIXES, check_predictions_csv, list_image_files, read_images_for_prediction,
+                              write_predictions_csv)
 
 RNG = np.random.default_rng(7)
 
@@ -173,3 +178,77 @@ def test_predictions_csv_length_mismatch(tmp_path):
     with pytest.raises(ValueError, match=r"differ in length: 2, 1, 1"):
         write_predictions_csv(tmp_path / "p.csv", [tmp_path / "a.png", tmp_path / "b.png"], ["cat"], [0.5])
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- unsafe inputs
+
+
+def test_link_loops_list_each_image_once_and_end(tmp_path):
+    _write(tmp_path / "dir" / "a.png")
+    _write(tmp_path / "dir" / "cls" / "b.png")
+    os.symlink(".", tmp_path / "dir" / "s1")
+    os.symlink("..", tmp_path / "dir" / "cls" / "up")
+    assert list_image_files(tmp_path / "dir") == [tmp_path / "dir" / "a.png", tmp_path / "dir" / "cls" / "b.png"]
+    os.symlink(".", tmp_path / "dir" / "s2")  # two loops: 2**depth paths without the check
+    assert len(list_image_files(tmp_path / "dir")) == 2
+
+
+def test_fifos_and_broken_links_are_not_images(tmp_path):
+    _write(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "b.png")
+    os.symlink("nowhere.png", tmp_path / "c.png")
+    assert list_image_files(tmp_path) == [tmp_path / "a.png"]
+    with pytest.raises(DatasetError, match=r"b\.png is not a regular file \(a FIFO"):
+        list_image_files(tmp_path / "b.png")
+
+
+def test_only_the_formats_of_the_image_suffixes_are_decoded(tmp_path, monkeypatch):
+    opened = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: opened.append(self))
+    (tmp_path / "x.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n%%EOF\n")
+    with pytest.raises(DatasetError, match=r"cannot read image .*x\.png: .*\(formats read: PNG, JPEG, BMP"):
+        read_images_for_prediction(tmp_path, (8, 8, 1))
+    assert opened == []
+
+
+@pytest.mark.parametrize("mode, pixels, description", [
+    ("1", np.ones((8, 8), bool), "1-bit black-and-white (mode 1, read as RGB)"),
+    ("I;16", np.full((8, 8), 40000, np.uint16), "16-bit grayscale (mode I;16, read as RGB)"),
+    ("LA", np.zeros((8, 8, 2), np.uint8), "grayscale with alpha (mode LA, read as RGB)"),
+    ("P", np.zeros((8, 8), np.uint8), "palette (mode P, read as RGB)"),
+])
+def test_size_errors_name_the_files_own_mode(tmp_path, mode, pixels, description):
+    image = Image.fromarray(pixels)
+    image = image.convert(mode) if image.mode != mode else image
+    image.save(tmp_path / "odd.png")
+    assert Image.open(tmp_path / "odd.png").mode == mode
+    with pytest.raises(DatasetError, match=re.escape(f"odd.png is 8x8 {description}")):
+        read_images_for_prediction(tmp_path, (8, 8, 1))
+
+
+def test_predictions_csv_escapes_formulas_and_undecodable_names(tmp_path):
+    names = [os.fsdecode(b"caf\xe9.png"), "=HYPERLINK(1).png", "+1.png", "-1.png", "@SUM.png", "\tx.png", "ok.png"]
+    classes = ["cat", "dog", "=1+1", "cat", "cat", "cat", "-neg"]
+    write_predictions_csv(tmp_path / "p.csv", [Path(name) for name in names], classes, [-0.5] * len(names))
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["file"] for row in rows] == ["caf\\xe9.png", "'=HYPERLINK(1).png", "'+1.png", "'-1.png",
+                                             "'@SUM.png", "'\tx.png", "ok.png"]
+    assert [row["predicted_class"] for row in rows] == ["cat", "dog", "'=1+1", "cat", "cat", "cat", "'-neg"]
+    assert {row["score"] for row in rows} == {"-0.5"}  # numbers stay numbers
+
+
+def test_predictions_csv_path_is_checked_before_any_work(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-folder").mkdir()
+    check_predictions_csv(tmp_path / "new" / "deeper" / "p.csv")  # missing folders are created later
+    with pytest.raises(DatasetError, match=r"a-folder: it is a folder; give a file name"):
+        check_predictions_csv(tmp_path / "a-folder")
+    with pytest.raises(DatasetError, match=r"a-file is not a folder this user may write in"):
+        check_predictions_csv(tmp_path / "a-file" / "p.csv")
+    with pytest.raises(DatasetError, match=r"cannot write the predictions to .*p\.csv: "):
+        write_predictions_csv(tmp_path / "a-file" / "p.csv", [Path("x.png")], ["cat"], [0.5])
+    # run.py refuses the --csv path before it loads a model (there is none here) or reads an image
+    argv = ["predict", "--run", str(tmp_path / "no-model"), "--images", str(tmp_path)]
+    assert cli.main([*argv, "--csv", str(tmp_path / "a-folder")]) == 2
+    assert "it is a folder" in capsys.readouterr().err

@@ -15,10 +15,9 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-import run
-from pipeline import load_model
+from pipeline import cli, load_model
 
-REPO = Path(run.__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 
 SMALL = ["patches.count=150", "patches.size=4", "output.beta=0.03", "output.tol=1e-3", "n_jobs=1"]
 
@@ -27,7 +26,7 @@ def train(tmp_path, *overrides, out="run"):
     argv = ["train", "--out", str(tmp_path / out)]
     for override in [*SMALL, *overrides]:
         argv += ["--set", override]
-    return run.main(argv)
+    return cli.main(argv)
 
 
 def test_digits_job_end_to_end(tmp_path, capsys):
@@ -115,7 +114,7 @@ def test_predict_writes_a_csv_for_an_image_folder_tree_and_refuses_other_sizes(t
     for i, (image, label) in enumerate(zip(images, digits.target[-12:])):
         (tmp_path / "new" / str(label)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(tmp_path / "new" / str(label) / f"{i:02d}.png")
-    assert run.main(["predict", "--run", str(tmp_path / "run"), "--images", str(tmp_path / "new")]) == 0
+    assert cli.main(["predict", "--run", str(tmp_path / "run"), "--images", str(tmp_path / "new")]) == 0
     with open(tmp_path / "run" / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     model = load_model(tmp_path / "run")
@@ -125,9 +124,9 @@ def test_predict_writes_a_csv_for_an_image_folder_tree_and_refuses_other_sizes(t
     assert np.mean(expected == digits.target[-12:].astype(str)) >= 0.75
     Image.fromarray(np.zeros((9, 8), np.uint8)).save(tmp_path / "new" / "odd.png")
     capsys.readouterr()
-    assert run.main(["predict", "--run", str(tmp_path / "run"), "--images", str(tmp_path / "new")]) == 2
+    assert cli.main(["predict", "--run", str(tmp_path / "run"), "--images", str(tmp_path / "new")]) == 2
     assert "odd.png is 8x9 grayscale" in capsys.readouterr().err
-    assert run.main(["predict", "--run", str(tmp_path / "nothing"), "--images", str(tmp_path / "new")]) == 2
+    assert cli.main(["predict", "--run", str(tmp_path / "nothing"), "--images", str(tmp_path / "new")]) == 2
 
 
 def test_config_errors_exit_2_with_every_problem_and_write_nothing(tmp_path, capsys):
@@ -141,7 +140,7 @@ def test_config_errors_exit_2_with_every_problem_and_write_nothing(tmp_path, cap
 def test_missing_dataset_exits_2_naming_the_expected_files(tmp_path, capsys):
     argv = ["train", "--config", "configs/mnist.yaml", "--data-root", str(tmp_path / "nowhere"),
             "--out", str(tmp_path / "run")]
-    assert run.main(argv) == 2
+    assert cli.main(argv) == 2
     error = capsys.readouterr().err
     assert "train-images-idx3-ubyte" in error
     assert not (tmp_path / "run").exists()
@@ -174,10 +173,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_visualize_and_report_write_pictures_and_pages_that_render(tmp_path):
     assert train(tmp_path, "patches.count=60", out="small") == 0
     assert train(tmp_path) == 0
-    assert run.main(["visualize", "--run", str(tmp_path / "run")]) == 0
+    assert cli.main(["visualize", "--run", str(tmp_path / "run")]) == 0
     for name in ("filters.png", "filters_by_class.png"):
         assert Image.open(tmp_path / "run" / name).size[0] > 100
-    assert run.main(["report", "--run", str(tmp_path / "run"), "--run", str(tmp_path / "small")]) == 0
+    assert cli.main(["report", "--run", str(tmp_path / "run"), "--run", str(tmp_path / "small")]) == 0
     markdown = (tmp_path / "run" / "report.md").read_text()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert f"| run | convex_rf | digits (1347) | {metrics['n_filters']} extreme_point filters |" in markdown
@@ -212,13 +211,13 @@ def test_the_other_table_1_models_train_report_and_visualize(tmp_path, capsys):
     images = load_digits_images(4)
     for i, image in enumerate(images):
         Image.fromarray(image).save(tmp_path / f"{i}.png")
-    assert run.main(["predict", "--run", str(tmp_path / "backprop"), "--images", str(tmp_path)]) == 0
+    assert cli.main(["predict", "--run", str(tmp_path / "backprop"), "--images", str(tmp_path)]) == 0
     with open(tmp_path / "backprop" / "predictions.csv", newline="") as handle:
         predicted = [row["predicted_class"] for row in csv.DictReader(handle)]
     assert predicted == list(load_model(tmp_path / "backprop").predict(images))
-    assert run.main(["visualize", "--run", str(tmp_path / "cutting_plane")]) == 0
+    assert cli.main(["visualize", "--run", str(tmp_path / "cutting_plane")]) == 0
     assert Image.open(tmp_path / "cutting_plane" / "filters.png").size[0] > 100
-    assert run.main(["report"] + [f"--run={tmp_path / model}" for model in TABLE_MODELS]) == 0
+    assert cli.main(["report"] + [f"--run={tmp_path / model}" for model in TABLE_MODELS]) == 0
     markdown = (tmp_path / "least_squares" / "report.md").read_text()
     for model, n_train in (("least_squares", 1347), ("closed_form", 40), ("backprop", 1347), ("cutting_plane", 300)):
         assert f"| {model} | {model} | digits ({n_train}) |" in markdown
@@ -231,7 +230,7 @@ def test_the_other_table_1_models_train_report_and_visualize(tmp_path, capsys):
 
 
 def test_report_of_a_folder_without_a_finished_run_exits_2(tmp_path, capsys):
-    assert run.main(["report", "--run", str(tmp_path)]) == 2
+    assert cli.main(["report", "--run", str(tmp_path)]) == 2
     assert "metrics.json not found" in capsys.readouterr().err
 
 
@@ -243,7 +242,7 @@ def test_a_validation_split_replaces_the_test_set_for_tuning(tmp_path, capsys):
     assert metrics["validation_accuracy"] > 0.9
     assert metrics["ridge_readout"]["accuracy"] > 0.9 and metrics["ridge_readout"]["alpha"] > 0
     assert np.sum(metrics["confusion_matrix"]) == 270   # 20% of the 1347 digits training images
-    assert run.main(["report", "--run", str(tmp_path / "run")]) == 0
+    assert cli.main(["report", "--run", str(tmp_path / "run")]) == 0
     assert "(validation)" in (tmp_path / "run" / "report.md").read_text()
 
 

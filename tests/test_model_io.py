@@ -1,20 +1,32 @@
 """Tests of the safe model files (pipeline/storage/model_io.py, through pipeline/model_files.py)."""
 
+import hashlib
+import io
 import json
 import re
+import shutil
+import zipfile
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 from sklearn.base import BaseEstimator
+from sklearn.datasets import load_digits
 
+from pipeline import cli
+from features.feature_map import ConvReLUPool
 from features.whitening import ZCAWhitener
-from pipeline import L1OutputLayer, ModelFileError, load_model, save_model
+from pipeline import ConvexRFClassifier, L1OutputLayer, ModelFileError, load_model, save_model
+from pipeline.model_files import load_classifier
 from pipeline.storage import model_io
 from pipeline.storage.model_io import read_manifest
 
 
 class Stack(BaseEstimator):
     """A test-local estimator with nested estimators and scalars of many types."""
+
+    _parameter_constraints = {"base": [ZCAWhitener, None]}  # a parameter may be an estimator where allowed
 
     def __init__(self, eps=0.25, sizes=(2, 3), limit=float("inf"), name="stack", base=None):
         self.eps = eps
@@ -160,7 +172,8 @@ def test_load_never_unpickles(saved_whitener):
         entries = {name: archive[name] for name in archive.files}
     entries["mean_"] = np.array([_Bomb()], dtype=object)
     np.savez(folder / "model.npz", **entries)  # pickles the object array
-    with pytest.raises(ModelFileError, match="model.npz is truncated or corrupt: .*allow_pickle"):
+    with pytest.raises(ModelFileError, match=r"'mean_' in .*model.npz .*does not match the manifest \(stored as "
+                       r"\[1\] of object\)"):
         load_model(folder)
 
 
@@ -240,3 +253,188 @@ def test_missing_files_are_named(saved_whitener, tmp_path):
     with pytest.raises(ModelFileError, match=re.escape(f"{folder / 'model.json'} not found; run `python "
                                                        "run.py train`")):
         read_manifest(folder)
+
+
+def _rewrite_npz(path, extra=None, replace=None, compression=zipfile.ZIP_STORED):
+    """Rewrite the npz at ``path`` with entries ``replace`` ({name: bytes}) swapped in and ``extra`` added."""
+    with zipfile.ZipFile(path) as archive:
+        entries = {info.filename: archive.read(info) for info in archive.infolist()}
+    entries.update(replace or {})
+    entries.update(extra or {})
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+
+
+def _npy_header(shape, dtype="<f8"):
+    """The bytes of a version 1.0 .npy header for ``shape`` and ``dtype`` (no data)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def test_npz_entries_are_checked_before_they_are_decompressed(saved_whitener, monkeypatch):
+    folder, _ = saved_whitener
+    path = folder / "model.npz"
+    bomb = b"\0" * (64 * 2**20)  # compresses to ~64 KiB: an unlisted entry is refused unread
+    _rewrite_npz(path, extra={"bomb.npy": bomb}, compression=zipfile.ZIP_DEFLATED)
+    opened = []
+    original_open = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open",
+                        lambda self, name, *args, **kwargs: opened.append(getattr(name, "filename", name))
+                        or original_open(self, name, *args, **kwargs))
+    with pytest.raises(ModelFileError, match=r"arrays that the manifest does not list: \['bomb'\]"):
+        load_model(folder)
+    assert opened == []
+
+
+def test_npy_headers_and_sizes_are_capped_by_the_manifest(saved_whitener):
+    folder, _ = saved_whitener
+    path = folder / "model.npz"
+    original = path.read_bytes()
+    _rewrite_npz(path, replace={"mean_.npy": _npy_header((10**12,)) + b"\0" * 48})
+    with pytest.raises(ModelFileError, match=re.escape("array 'mean_' in") + ".*does not match the manifest "
+                       r"\(stored as \[1000000000000\] of float64\)"):
+        load_model(folder)
+    path.write_bytes(original)
+    _rewrite_npz(path, replace={"mean_.npy": _npy_header((6,)) + b"\0" * 2**20})
+    with pytest.raises(ModelFileError, match="array 'mean_' in .* is stored larger than its manifest shape "
+                       r"\[6\] of float64 allows"):
+        load_model(folder)
+
+
+def test_non_finite_arrays_are_never_saved_nor_loaded(saved_whitener, tmp_path):
+    folder, whitener = saved_whitener
+    whitener.mean_ = whitener.mean_.copy()
+    whitener.mean_[2] = np.nan
+    with pytest.raises(ModelFileError, match="cannot save attribute 'mean_': it holds NaN or infinite values"):
+        save_model(whitener, tmp_path / "nan")
+    assert not (tmp_path / "nan").exists()
+    path = folder / "model.json"
+    manifest = json.loads(path.read_text())
+    manifest["arrays"]["whitening_"]["sha256"] = hashlib.sha256(np.full((6, 6), np.inf)).hexdigest()
+    text = json.dumps(manifest, indent=1) + "\n"
+    path.write_text(text)  # a tampered pair of files: consistent checksums, infinite whitening
+    with np.load(folder / "model.npz") as archive:
+        entries = {name: archive[name] for name in archive.files}
+    entries["whitening_"] = np.full((6, 6), np.inf)
+    entries["__manifest_sha256__"] = np.array(hashlib.sha256(text.encode()).hexdigest())
+    np.savez(folder / "model.npz", **entries)
+    with pytest.raises(ModelFileError, match="array 'whitening_' in .*model.npz holds NaN or infinite values"):
+        load_model(folder)
+
+
+@pytest.fixture(scope="module")
+def classifier_folder(tmp_path_factory):
+    """A folder with a small ConvexRFClassifier fitted on scikit-learn's 8 x 8 digits."""
+    digits = load_digits()
+    images = np.round(digits.images[:200] * (255 / 16)).astype(np.uint8)
+    model = ConvexRFClassifier(ConvReLUPool(patch_size=3, n_patches=60, random_state=0))
+    model.fit(images, digits.target[:200])
+    folder = tmp_path_factory.mktemp("classifier")
+    save_model(model, folder)
+    return folder
+
+
+def tampered(source, folder, edit_text):
+    """A copy of the model in ``source`` at ``folder`` with its manifest text edited by ``edit_text``
+    (on the JSON text) and the npz checksum recomputed: what a forger would write."""
+    shutil.copytree(source, folder)
+    path = folder / "model.json"
+    text = edit_text(path.read_text())
+    path.write_text(text)
+    with np.load(folder / "model.npz") as archive:
+        entries = {name: archive[name] for name in archive.files}
+    entries["__manifest_sha256__"] = np.array(hashlib.sha256(text.encode()).hexdigest())
+    np.savez(folder / "model.npz", **entries)
+    return folder
+
+
+def edit_tree(change):
+    """A manifest text edit that applies ``change(tree)`` to the parsed estimator tree."""
+    def edit(text):
+        manifest = json.loads(text)
+        change(manifest["estimator"])
+        return json.dumps(manifest, indent=1)
+    return edit
+
+
+def features_node(tree):
+    return tree["attributes"]["features_"]
+
+
+TREE_EDITS = {
+    "a whitener where the features belong": (
+        lambda tree: tree["attributes"].update(features_=features_node(tree)["attributes"]["whitener_"]),
+        "ConvexRFClassifier.features_ is a PatchWhitener, not a ConvReLUPool"),
+    "a whitener as the features parameter": (
+        lambda tree: tree["params"].update(features=features_node(tree)["attributes"]["whitener_"]),
+        "The 'features' parameter of ConvexRFClassifier must be an instance of"),
+    "a string where an array belongs": (
+        lambda tree: features_node(tree)["attributes"].update(weights_={"type": "str", "value": "weights"}),
+        "at 'features_': ConvReLUPool.weights_ is a str, not a numeric array"),
+    "stride 0": (lambda tree: features_node(tree)["params"].update(stride={"type": "int", "value": 0}),
+                 "at 'features_': The 'stride' parameter of ConvReLUPool must be an int in the range"),
+    "grid 0": (lambda tree: features_node(tree)["params"].update(grid={"type": "int", "value": 0}),
+               "The 'grid' parameter of ConvReLUPool must be an int in the range"),
+    "patch_size 100": (lambda tree: features_node(tree)["params"].update(patch_size={"type": "int", "value": 100}),
+                       "ConvReLUPool does not fit together: patch_size 100 is not the fitted patch_size_ 3"),
+    "NaN eps": (lambda tree: features_node(tree)["attributes"]["whitener_"]["params"].update(
+        eps={"type": "float", "value": "nan"}), "at 'features_/whitener_': The 'eps' parameter of PatchWhitener"),
+    "a node without its fields": (lambda tree: tree["attributes"].update(classes_={"type": "array"}),
+                                  "at 'classes_': a node is malformed"),
+    "a missing attribute": (lambda tree: tree["attributes"].pop("output_layer_"),
+                            r"ConvexRFClassifier has the fitted attributes \['classes_', 'features_', "
+                            r"'n_features_in_'\], not"),
+}
+
+
+@pytest.mark.parametrize("case", TREE_EDITS)
+def test_estimator_trees_that_make_no_sense_are_refused(classifier_folder, tmp_path, case):
+    change, message = TREE_EDITS[case]
+    folder = tampered(classifier_folder, tmp_path / "model", edit_tree(change))
+    with pytest.raises(ModelFileError, match=message):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("edit, message", ids=["nested", "digits", "constant"], argvalues=[
+    (lambda text: text.replace('"config": null', '"config": ' + "[" * 100_000 + "]" * 100_000),
+     "nests 100001 levels deep, more than the 64"),
+    (lambda text: re.sub(r'"n_features_in_": \{\s*"type": "int",\s*"value": 64', '"n_features_in_": {"type": '
+                         '"int", "value": ' + "6" * 5000, text, count=1),
+     "holds an integer of 5000 digits"),
+    (lambda text: text.replace('"config": null', '"config": NaN'), "holds NaN, which is not JSON"),
+])
+def test_manifests_too_deep_or_with_huge_numbers_are_refused(classifier_folder, tmp_path, edit, message):
+    folder = tampered(classifier_folder, tmp_path / "model", edit)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(folder)
+    assert cli.main(["predict", "--run", str(folder), "--images", str(tmp_path)]) == 2
+
+
+def test_classifiers_whose_arrays_do_not_fit_together_are_refused(classifier_folder, tmp_path):
+    assert np.shape(load_classifier(classifier_folder).class_scores(np.zeros((2, 8, 8, 1), np.uint8))) == (2, 10)
+    two_sided = edit_tree(lambda tree: features_node(tree)["params"].update(two_sided={"type": "bool", "value": True}))
+    folder = tampered(classifier_folder, tmp_path / "model", two_sided)  # too few features for the output layer
+    with pytest.raises(ModelFileError, match="cannot classify a blank image .*its arrays do not fit together"):
+        load_classifier(folder)
+    with pytest.raises(ModelFileError, match="holds a ZCAWhitener, not an image classifier"):
+        load_classifier(tampered(classifier_folder, tmp_path / "whitener", edit_tree(
+            lambda tree: tree.update(features_node(tree)["attributes"]["whitener_"]["attributes"]["zca_"]))))
+
+
+def test_a_model_trained_on_cuda_predicts_on_the_cpu(classifier_folder, tmp_path):
+    model = load_model(classifier_folder)
+    model.features_.set_params(device="cuda")  # as `features.device: cuda` trains it
+    save_model(model, tmp_path / "run")
+    loaded = load_classifier(tmp_path / "run")
+    assert loaded.features_.device == "cpu"
+    images = np.round(load_digits().images[-3:] * (255 / 16)).astype(np.uint8)
+    assert np.array_equal(loaded.predict(images), load_model(classifier_folder).predict(images))
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    assert cli.main(["predict", "--run", str(tmp_path / "run"), "--images", str(tmp_path)]) == 0
+    assert len((tmp_path / "run" / "predictions.csv").read_text().splitlines()) == 4
+    if not torch.cuda.is_available():
+        argv = ["predict", "--run", str(tmp_path / "run"), "--images", str(tmp_path), "--device", "cuda"]
+        assert cli.main(argv) == 2
