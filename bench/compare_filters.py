@@ -13,7 +13,7 @@ ridge_readout=true`` for the ridge read-out beside the l1 layer. Writes ``report
 over all runs into the first, prints the table and writes ``OUT/filters.json``.
 
 ``--readout ridge`` measures the banks alone, faster: each bank's features (same config and settings) are
-read out in this process by the job's ridge read-out (:func:`pipeline.ridge.ridge_readout`: penalty chosen
+read out in this process by the job's ridge read-out (:func:`pipeline.ridge_readout`: penalty chosen
 on a stratified fifth of the training images, then fitted on all of them; the test set only scores it);
 no l1 layer or report; each bank's row is kept in ``OUT/<method>-<P>/ridge.json`` and reused by a later
 call with the same ``OUT`` (so a stopped comparison resumes; give another ``--out`` for other settings), then
@@ -71,7 +71,7 @@ def job_row(folder, args, settings):
 
 
 def ridge_row(folder, args, settings):
-    """The bank's features read out by :func:`pipeline.ridge.ridge_readout` in this process (or the row a
+    """The bank's features read out by :func:`pipeline.ridge_readout` in this process (or the row a
     previous call kept in ``folder/ridge.json``); its row."""
     kept = folder / "ridge.json"
     if kept.exists():

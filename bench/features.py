@@ -16,8 +16,8 @@ to ``FILE-stem-output-layer.json``.
    (``negated_offset``: the responses to F filters and their negations from one GEMM) is timed against
    the same 2F features computed as 2F filters (the previous version): ``two_sided_ratio``.
 2. Output layer, in memory against streamed from disk. Features of ``--fit-images`` images and
-   ``--fit-filters`` filters, fitted by :class:`pipeline.output_layer.L1OutputLayer` from an
-   in-memory array and from a :class:`pipeline.feature_store.FeatureStore` (both out-of-core
+   ``--fit-filters`` filters, fitted by :class:`pipeline.L1OutputLayer` from an
+   in-memory array and from a :class:`pipeline.FeatureStore` (both out-of-core
    strategies); time, peak of numpy/Python allocations (tracemalloc) and the objective of each.
 """
 

@@ -161,7 +161,9 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         (so that plain feature vectors, read as 1 x 1 images, work with the defaults)
     n_patches : int >= 2 (a count), float in (0, 1] (a fraction of all patch positions), or None: 1,000,
         or all patch positions if there are fewer
-    whitener : :class:`features.whitening.PatchWhitener` or None (the default one)
+    whitener : :class:`features.whitening.PatchWhitener` or None: the default one, except that plain
+        feature vectors (1 x 1 images, e.g. a 2-D table without ``image_shape``) are not normalised per
+        patch (``normalize=False``: a vector's own mean and scale are information, not lighting)
     filter_bank : a transformer whose ``fit(patches)`` sets ``filters_`` (F, d) and ``bias_`` (F,),
         :class:`features.extreme_points.ExtremePointFilters` if None
     stride, pooling, memory_mb, device : see :func:`conv_relu_pool`
@@ -214,14 +216,15 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None, stages=None):
         """Learn the whitening and the filters from patches of images ``X`` (see :mod:`features.images`).
 
-        ``stages``: a stage runner (:mod:`features.stages`) that may cache the whitening and filters.
+        ``stages``: a stage runner (:mod:`features.stage_protocol`) that may cache the whitening and filters.
         """
         self._validate_params()
         stages = Uncached() if stages is None else stages
         images = check_images(X, self.image_shape)
         self.patch_size_, self.grid_, self.n_patches_ = self._resolved(images.shape[1:], len(images))
         patches = sample_patches(images, self.patch_size_, self.n_patches_, np.random.default_rng(self.random_state))
-        whitener = clone(self.whitener) if self.whitener is not None else PatchWhitener()
+        plain_vectors = images.shape[1:3] == (1, 1)
+        whitener = clone(self.whitener) if self.whitener is not None else PatchWhitener(normalize=not plain_vectors)
         self.whitener_ = stages.fit("whitening", whitener, patches)
         filter_bank = clone(self.filter_bank) if self.filter_bank is not None else ExtremePointFilters()
         whitened = self.whitener_.transform(patches)

@@ -1,26 +1,25 @@
 """The whole Convex-RF model as one scikit-learn classifier."""
 
-import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils.validation import check_is_fitted
 
 from features.feature_map import ConvReLUPool
 from features.images import check_images
 from features.parameters import RANDOM_STATE
 from features.stage_protocol import Uncached
 
+from .class_scores import ClassScoresMixin, check_labels
 from .readout.output_layer import L1OutputLayer
 
 
-class ConvexRFClassifier(ClassifierMixin, BaseEstimator):
+class ConvexRFClassifier(ClassScoresMixin, BaseEstimator):
     """Extreme-point filters, conv/ReLU/pool features and an l1 output layer (method.md Algorithm 2).
 
     Parameters
     ----------
     features : :class:`features.feature_map.ConvReLUPool` or None (its defaults): patch sampling,
         whitening, the filter bank and the pooled features; e.g. ``features__n_patches`` in a grid search
-    output_layer : :class:`pipeline.output_layer.L1OutputLayer` or None (its defaults)
+    output_layer : :class:`pipeline.L1OutputLayer` or None (its defaults)
     random_state : None or int, seeds the patch sampling in place of ``features.random_state`` when set
 
     Attributes
@@ -47,7 +46,7 @@ class ConvexRFClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, stages=None):
         """Fit on images ``X`` (N, ...) and labels ``y`` (N,).
 
-        ``stages``: a stage runner (:mod:`features.stages`); the training job passes one that caches.
+        ``stages``: a stage runner (:mod:`features.stage_protocol`); the training job passes one that caches.
         """
         self._validate_params()
         stages = Uncached() if stages is None else stages
@@ -55,13 +54,7 @@ class ConvexRFClassifier(ClassifierMixin, BaseEstimator):
         if self.random_state is not None:
             features.set_params(random_state=self.random_state)
         images = check_images(X, features.image_shape)
-        y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        classes = np.unique(y)
-        if len(classes) < 2:
-            raise ValueError(f"ConvexRFClassifier needs samples of at least 2 classes; got 1 class ({classes[0]})")
-        if len(y) != len(images):
-            raise ValueError(f"X has {len(images)} samples but y has {len(y)} labels; give one label per image")
+        y, _ = check_labels(y, len(images), self)
         self.features_ = features.fit(images, stages=stages)
         train_features = stages.transform("features", self.features_, images)
         output_layer = clone(self.output_layer) if self.output_layer is not None else L1OutputLayer()
@@ -80,17 +73,7 @@ class ConvexRFClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "output_layer_")
         return self.features_.transform(X)
 
-    def decision_function(self, X):
-        """Output-layer scores: (N, K), or (N,) for two classes (positive: ``classes_[1]``)."""
-        features = self.pooled_features(X)
-        return self.output_layer_.decision_function(features)
-
     def class_scores(self, X):
         """Output-layer scores (N, K) of every class, also for two classes."""
-        features = self.pooled_features(X)
+        features = self.pooled_features(X)  # first: it raises NotFittedError on an unfitted model
         return self.output_layer_.class_scores(features)
-
-    def predict(self, X):
-        """Predicted class labels (N,)."""
-        features = self.pooled_features(X)
-        return self.output_layer_.predict(features)

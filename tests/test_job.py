@@ -244,10 +244,3 @@ def test_a_validation_split_replaces_the_test_set_for_tuning(tmp_path, capsys):
     assert np.sum(metrics["confusion_matrix"]) == 270   # 20% of the 1347 digits training images
     assert cli.main(["report", "--run", str(tmp_path / "run")]) == 0
     assert "(validation)" in (tmp_path / "run" / "report.md").read_text()
-
-
-def test_settings_that_are_none_do_not_change_stage_keys():
-    from pipeline.storage import stage_key
-
-    assert stage_key({"a": 1, "new": None}, "x") == stage_key({"a": 1}, "x")
-    assert stage_key({"a": 1, "new": 2}, "x") != stage_key({"a": 1}, "x")

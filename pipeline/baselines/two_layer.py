@@ -12,15 +12,15 @@ W (m, K), ``output_bias_`` c (K,), so one ``decision_function`` serves them all.
 """
 
 import numpy as np
-from sklearn.base import ClassifierMixin
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted
 
 from features.images import check_images, pixel_scale
 
+from ..class_scores import ClassScoresMixin, check_labels
 
-class PixelClassifierMixin(ClassifierMixin):
+
+class PixelClassifierMixin(ClassScoresMixin):
     """Images (or flattened rows) in, pixel vectors to the model, class labels out.
 
     ``_pixel_rows(X)`` validates images as :func:`features.images.check_images` does and returns them as
@@ -39,14 +39,7 @@ class PixelClassifierMixin(ClassifierMixin):
         return images.reshape(len(images), -1).astype(np.float64) * pixel_scale(images.dtype)
 
     def _one_hot(self, y, n_samples):
-        y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        if len(y) != n_samples:
-            raise ValueError(f"X has {n_samples} samples but y has {len(y)} labels; give one label per image")
-        self.classes_ = np.unique(y)
-        if len(self.classes_) < 2:
-            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes; got 1 class "
-                             f"({self.classes_[0]})")
+        y, self.classes_ = check_labels(y, n_samples, self)
         one_hot = LabelBinarizer().fit(self.classes_).transform(y).astype(np.float64)
         return np.hstack([1 - one_hot, one_hot]) if len(self.classes_) == 2 else one_hot
 
@@ -55,15 +48,6 @@ class PixelClassifierMixin(ClassifierMixin):
         check_is_fitted(self, "classes_")
         return self._scores(self._pixel_rows(X, reset=False))
 
-    def decision_function(self, X):
-        """Scores (N, K); for two classes (N,), positive for ``classes_[1]``."""
-        scores = self.class_scores(X)
-        return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
-
-    def predict(self, X):
-        """Predicted class labels (N,)."""
-        scores = self.class_scores(X)
-        return self.classes_[np.argmax(scores, axis=1)]
 
 
 class TwoLayerNetworkMixin(PixelClassifierMixin):

@@ -10,13 +10,13 @@ import warnings
 
 import numpy as np
 import scipy.linalg
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from features.parameters import NON_NEGATIVE, POSITIVE, POSITIVE_INT, StrOptions
 
+from ..class_scores import ClassScoresMixin, check_labels
 from ..storage.feature_store import ArrayFeatures, FeatureStore, standardized_columns
 from .penalties import group_norms, penalty_functions
 from .solve import MODES, solve_standardized
@@ -52,7 +52,7 @@ def _scale(std, mean, standardize):
     return np.where(constant, 1.0, std)
 
 
-class L1OutputLayer(ClassifierMixin, BaseEstimator):
+class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     """Linear classifier on one-hot targets with an l1 / row-group-l1 penalty, solved by SPGL1.
 
     Parameters
@@ -160,11 +160,8 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
     def fit(self, B, y):
         self.check_params()
         B, y = self._validate(B, y, reset=True)
-        check_classification_targets(y)
-        classes, y_index = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError("L1OutputLayer needs samples of at least 2 classes; got 1 class "
-                             f"({classes[0]})")
+        y, classes = check_labels(y, len(y), self)
+        y_index = np.searchsorted(classes, y)
         Y = np.zeros((len(y_index), len(classes)))
         Y[np.arange(len(y_index)), y_index] = 1.0
         self.intercept_ = Y.mean(axis=0)
@@ -222,18 +219,8 @@ class L1OutputLayer(ClassifierMixin, BaseEstimator):
             refitted[support, column] = scipy.linalg.lstsq(features, Y[:, column], lapack_driver="gelsd")[0]
         return refitted
 
-    def decision_function(self, B):
-        """Scores ``((B - mean_) / scale_) coef_ + intercept_``: (n, K), or (n,) for two classes
-        (the second class's score minus the first's, positive for ``classes_[1]``)."""
-        scores = self.class_scores(B)
-        return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
-
-    def predict(self, B):
-        scores = self.class_scores(B)
-        return self.classes_[np.argmax(scores, axis=1)]
-
     def class_scores(self, B):
-        """(n, K) scores of every class."""
+        """(n, K) scores of every class, ``((B - mean_) / scale_) coef_ + intercept_``."""
         check_is_fitted(self, "coef_")
         B = self._validate(B)
         blocks = (B.row_blocks(dtype=np.float64) if isinstance(B, FeatureStore) else

@@ -4,7 +4,7 @@ Ridge regression on one-hot targets, ``min ||X W - Y_c||^2 + alpha ||W||^2`` on 
 features ``X`` (training statistics) and centred targets, solved through the (F, F) Gram matrix by
 Cholesky. The penalty is chosen from :data:`ALPHAS` on a seeded stratified fifth of the training rows
 (fitted on the rest), then the model is refitted on all training rows. The Gram matrices are accumulated
-over row blocks in float64 (upper triangle, :mod:`pipeline.gram`), so the features are never copied whole:
+over row blocks in float64 (upper triangle, :mod:`pipeline.readout.gram`), so the features are never copied whole:
 memory ``3 F^2`` doubles next to the features, time ``N F^2 + 8 F^3 / 3`` flops (eight Choleskys),
 affordable up to F ~ 25,000 where an eigendecomposition per fit (scikit-learn's ``RidgeClassifierCV``) is not.
 """

@@ -167,7 +167,7 @@ def _stored(block, dtype):
 class ArrayFeatures:
     """An in-memory (N, F) feature matrix behind :class:`FeatureStore`'s reading interface.
 
-    Lets the output layer's working-set solve (:mod:`pipeline.out_of_core`) run on features that fit in
+    Lets the output layer's working-set solve (:mod:`pipeline.readout.working_set`) run on features that fit in
     memory but whose float64 standardised copy (``8 N F`` bytes) or F x F Gram matrix would not: it reads
     ``array`` (float32 or float64, never copied whole) in row blocks like a store's file.
     """

@@ -1,10 +1,9 @@
-"""Patch sampling, normalisation and ZCA whitening."""
+"""Patch sampling and normalisation (features/patches.py)."""
 
 import numpy as np
 import pytest
 
 from features.patches import normalize_patches, patch_dim, sample_patches
-from features.whitening import ZCAWhitener
 
 
 def random_images(n=6, height=9, width=7, channels=3, seed=0):
@@ -52,27 +51,3 @@ def test_normalised_patches_have_zero_mean_and_unit_variance_without_eps():
     damped = normalize_patches(patches, eps=0.5)
     expected = (patches - patches.mean(1, keepdims=True)) / np.sqrt(patches.var(1, keepdims=True) + 0.5)
     np.testing.assert_allclose(damped, expected, rtol=1e-12)
-
-
-def test_zca_whitening_gives_identity_covariance_on_the_fitted_patches():
-    rng = np.random.default_rng(0)
-    patches = rng.normal(size=(2000, 6)) @ rng.normal(size=(6, 6))
-    whitened = ZCAWhitener(eps=0.0).fit_transform(patches)
-    np.testing.assert_allclose(np.cov(whitened, rowvar=False, bias=True), np.eye(6), atol=1e-10)
-
-
-def test_zca_with_eps_damps_eigenvalues_and_colouring_inverts_it():
-    rng = np.random.default_rng(1)
-    patches = rng.normal(size=(500, 5)) * np.array([3.0, 2.0, 1.0, 0.5, 0.1])
-    whitener = ZCAWhitener(eps=0.1).fit(patches)
-    eigenvalues = np.linalg.eigvalsh(np.cov(patches, rowvar=False, bias=True))
-    whitened_eigenvalues = np.linalg.eigvalsh(np.cov(whitener.transform(patches), rowvar=False, bias=True))
-    np.testing.assert_allclose(np.sort(whitened_eigenvalues), np.sort(eigenvalues / (eigenvalues + 0.1)),
-                               rtol=1e-10)
-    np.testing.assert_allclose(whitener.whitening_ @ whitener.colouring_, np.eye(5), atol=1e-10)
-    np.testing.assert_allclose(whitener.whitening_, whitener.whitening_.T, atol=1e-12)
-
-
-def test_zca_rejects_negative_eps():
-    with pytest.raises(ValueError, match="eps"):
-        ZCAWhitener(eps=-1.0).fit(np.ones((4, 2)))

@@ -1,0 +1,61 @@
+"""Features on disk (pipeline/storage/feature_store.py): the store, its statistics, resumed and parallel fills."""
+
+import numpy as np
+import pytest
+
+from pipeline.storage import FeatureStore
+from planted_features import features
+
+
+def stored(tmp_path, B, dtype="float32", block_rows=7, name="features.npy"):
+    return FeatureStore(tmp_path / name).fill(np.asarray, B, dtype=dtype, block_rows=block_rows)
+
+
+@pytest.mark.parametrize("n, block_rows", [(1, 7), (20, 7), (21, 7), (5, 100)])
+def test_store_round_trip_and_statistics_for_any_block_size(tmp_path, n, block_rows):
+    B, _ = features(n, 9)
+    store = stored(tmp_path, B, block_rows=block_rows)
+    assert store.complete and store.shape == (n, 9) and store.dtype == np.float32
+    np.testing.assert_array_equal(np.load(store.path, mmap_mode="r"), B)
+    np.testing.assert_array_equal(np.vstack([b for _, b in store.row_blocks(block_rows=3)]), B)
+    np.testing.assert_array_equal(store.columns([8, 2]), B[:, [8, 2]].astype(np.float64))
+    np.testing.assert_allclose(store.mean(), B.astype(np.float64).mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(store.std(), B.astype(np.float64).std(axis=0), rtol=1e-9, atol=1e-12)
+
+
+def test_float16_storage_holds_the_rounded_values_and_refuses_overflow(tmp_path):
+    B, _ = features(30, 5)
+    store = stored(tmp_path, B, dtype="float16")
+    np.testing.assert_array_equal(np.load(store.path), B.astype(np.float16))
+    np.testing.assert_allclose(store.mean(), B.astype(np.float16).astype(np.float64).mean(axis=0), rtol=1e-12)
+    with pytest.raises(ValueError, match="overflow float16 .largest 65504.: store them as float32"):
+        stored(tmp_path, B * 1e4, dtype="float16", name="big.npy")
+
+
+def test_an_interrupted_fill_resumes_from_its_checkpoint(tmp_path):
+    B, _ = features(40, 6)
+    index = np.arange(len(B))
+    calls = []
+
+    def failing(rows):
+        if rows[0] >= 24:
+            raise KeyboardInterrupt  # the job is killed while computing rows 24-31
+        calls.append(rows[0])
+        return B[rows]
+
+    store = FeatureStore(tmp_path / "features.npy")
+    with pytest.raises(KeyboardInterrupt):
+        store.fill(failing, index, block_rows=8, checkpoint_seconds=0)
+    assert not store.complete
+    resumed = []
+    store.fill(lambda rows: resumed.append(rows[0]) or B[rows], index, block_rows=8)
+    assert calls == [0, 8, 16] and resumed == [24, 32]
+    np.testing.assert_array_equal(np.load(store.path), B)
+    np.testing.assert_allclose(store.mean(), B.astype(np.float64).mean(axis=0), rtol=1e-12)
+
+
+def test_blocks_computed_by_two_workers_are_identical(tmp_path):
+    B, _ = features(50, 4)
+    one = stored(tmp_path, B, name="one.npy")
+    two = FeatureStore(tmp_path / "two.npy").fill(np.sqrt, B, block_rows=7, n_jobs=2)
+    np.testing.assert_array_equal(np.load(two.path), np.sqrt(np.load(one.path)))
