@@ -49,6 +49,7 @@ DEFAULTS = {
         "grid": 2,                  # pool over grid x grid regions (2: the four quadrants)
         "memory_mb": 32,            # budget of one chunk of the feature computation (MiB)
         "device": "cpu",            # torch device: cpu | cuda
+        "compute_dtype": "auto",    # filter product: float32 | bfloat16 | auto (bfloat16 where calibrated fast)
         "two_sided": False,         # also the responses to the negated filters (2F filters)
         "threshold": 0.0,           # soft threshold of the ReLU, in response standard deviations (0: plain)
         "storage": "memory",        # memory | disk (OUT/cache/*.npy, streamed by the output layer)
@@ -109,6 +110,7 @@ CHOICES = {
     "filters.method": ("extreme_point", "random_patches", "kmeans", "gaussian"),
     "features.pooling": ("max", "sum", "mean"),
     "features.device": ("cpu", "cuda"),
+    "features.compute_dtype": ("float32", "bfloat16", "auto"),
     "features.storage": ("memory", "disk"),
     "features.dtype": ("float32", "float16"),
     "output.mode": ("penalized", "lasso", "bpdn"),
