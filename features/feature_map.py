@@ -53,29 +53,38 @@ class Calibration(NamedTuple):
 _calibrations = {}  # torch device string -> Calibration, measured once per process
 
 
-def product_gflops(dtype, device, shape=CALIBRATION_SHAPE, repeats=3):
-    """GFLOP/s of one ``(m, d) @ (d, F)`` product (``shape = (m, d, F)``) in torch ``dtype`` on ``device``:
-    the best of ``repeats`` timed runs after a warm-up one; 0.0 where the device cannot multiply ``dtype``."""
+def product_gflops(device, shape=CALIBRATION_SHAPE, repeats=5):
+    """{"float32": GFLOP/s, "bfloat16": GFLOP/s} of one ``(m, d) @ (d, F)`` product (``shape = (m, d, F)``)
+    on ``device``: the fastest of ``repeats`` timed runs after a warm-up one, the two dtypes in turn (so that
+    other load on the machine slows both alike); 0.0 for a dtype the device cannot multiply."""
     rows, depth, columns = shape
     generator = torch.Generator().manual_seed(0)
-    try:
-        left, right = (torch.randn(size, generator=generator).to(device=device, dtype=dtype)
-                       for size in ((rows, depth), (depth, columns)))
-        product = torch.empty((rows, columns), dtype=dtype, device=device)
-        seconds = []
-        for _ in range(repeats + 1):
-            _synchronize(device)
-            start = time.perf_counter()
-            torch.matmul(left, right, out=product)
-            _synchronize(device)
-            seconds.append(time.perf_counter() - start)
-    except RuntimeError:  # e.g. no bfloat16 GEMM kernel for this device
-        return 0.0
-    return 2.0 * rows * depth * columns / min(seconds[1:]) / 1e9
+    left, right = (torch.randn(size, generator=generator).to(device) for size in ((rows, depth), (depth, columns)))
+    operands = {}
+    for name, dtype in TORCH_DTYPES.items():
+        operands[name] = (left.to(dtype), right.to(dtype), torch.empty((rows, columns), dtype=dtype, device=device))
+    seconds = {name: [] for name in operands}
+    for _ in range(repeats + 1):
+        for name in list(operands):
+            try:
+                seconds[name].append(_product_seconds(*operands[name]))
+            except RuntimeError:  # e.g. no GEMM kernel for this dtype on this device
+                del operands[name]
+    return {name: 2.0 * rows * depth * columns / min(times[1:]) / 1e9 if len(times) > 1 else 0.0
+            for name, times in seconds.items()}
+
+
+def _product_seconds(left, right, product):
+    """Wall-clock seconds of ``torch.matmul(left, right, out=product)``, the device synchronised."""
+    _synchronize(left.device)
+    start = time.perf_counter()
+    torch.matmul(left, right, out=product)
+    _synchronize(left.device)
+    return time.perf_counter() - start
 
 
 def _synchronize(device):
-    if torch.device(device).type == "cuda":
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -85,7 +94,7 @@ def calibrate(device="cpu"):
     key = str(torch.device(device))
     if key not in _calibrations:
         with torch.inference_mode():
-            speeds = {name: product_gflops(dtype, device) for name, dtype in TORCH_DTYPES.items()}
+            speeds = product_gflops(device)
         fast = speeds["bfloat16"] >= BFLOAT16_MIN_SPEEDUP * speeds["float32"]
         _calibrations[key] = Calibration("bfloat16" if fast else "float32", speeds["bfloat16"], speeds["float32"])
     return _calibrations[key]
@@ -279,7 +288,9 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
     filter_bank : a transformer whose ``fit(patches)`` sets ``filters_`` (F, d) and ``bias_`` (F,),
         :class:`features.extreme_points.ExtremePointFilters` if None
     stride, pooling, grid, memory_mb, device, compute_dtype : see :func:`conv_relu_pool`; ``compute_dtype``
-        ``"auto"`` (the default) is resolved where ``transform`` runs (:func:`resolve_compute_dtype`)
+        ``"auto"`` (the default) is resolved by each process where ``transform`` runs
+        (:func:`resolve_compute_dtype`): pass the resolved dtype when blocks of images are transformed by
+        other processes or machines that must agree (the training job does)
     two_sided : bool, also the responses to the negated filters, ``max(-(z u + b) - t, 0)`` (2F filters)
     threshold : float >= 0, soft threshold ``alpha`` of the ReLU, in units of each filter's response
         standard deviation ``s`` over the sampled (whitened) patches: responses are ``max(z u + b - t, 0)``

@@ -21,7 +21,7 @@ import numpy as np
 
 from data import load_splits, stratified_split, stratified_subsample
 from features.extreme_points import ExtremePointFilters
-from features.feature_map import ConvReLUPool, compute_dtype_report
+from features.feature_map import ConvReLUPool, compute_dtype_report, resolve_compute_dtype
 from features.filter_banks import GaussianFilters, KMeansFilters, RandomPatchFilters
 from features.whitening import PatchWhitener
 
@@ -103,7 +103,7 @@ def fit_convex_rf(config, train_set, test_set, stages, log):
         summary += (f"; {certificates['n_inside_hull']} patches inside the hull dropped; worst relative "
                     f"optimality gap {certificates['max_relative_gap']:.2e}")
     log(summary)
-    compute = compute_dtype_report(model.features_.compute_dtype, model.features_.device)
+    compute = compute_dtype_report(config["features"]["compute_dtype"], config["features"]["device"])
     log(f"[features] compute dtype {compute['used']} ({compute['reason']})")
     train_features = stages.outputs["features"]
     test_features = stages.transform("test_features", model.features_, test_set.images, after="features")
@@ -207,7 +207,9 @@ def build_model(config):
     feature_map = ConvReLUPool(
         patch_size=patches["size"], n_patches=patches["count"], whitener=whitener, filter_bank=build_filter_bank(config),
         stride=features["stride"], pooling=features["pooling"], grid=features["grid"],
-        memory_mb=features["memory_mb"], device=features["device"], compute_dtype=features["compute_dtype"],
+        memory_mb=features["memory_mb"], device=features["device"],
+        # "auto" resolved here, once: every block (also on workers) in one dtype, and the stage key names it
+        compute_dtype=resolve_compute_dtype(features["compute_dtype"], features["device"]),
         two_sided=features["two_sided"], threshold=features["threshold"], random_state=config["seed"], verbose=1)
     return ConvexRFClassifier(features=feature_map, output_layer=L1OutputLayer(**config["output"]))
 

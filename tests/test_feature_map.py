@@ -147,12 +147,13 @@ def test_cuda_features_match_the_cpu_features(compute_dtype, tolerance):
     assert calibrate("cuda").compute_dtype in ("float32", "bfloat16")
 
 
-def test_features_on_a_dask_cluster_are_identical_to_the_local_ones(tmp_path):
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])  # "auto" resolves per process
+def test_features_on_a_dask_cluster_are_identical_to_the_local_ones(tmp_path, compute_dtype):
     distributed = pytest.importorskip("dask.distributed")
     from pipeline.feature_store import FeatureStore
 
     images = np.random.default_rng(5).integers(0, 256, size=(30, 10, 10, 3), dtype=np.uint8)
-    model = ConvReLUPool(patch_size=3, n_patches=60, random_state=0).fit(images)
+    model = ConvReLUPool(patch_size=3, n_patches=60, compute_dtype=compute_dtype, random_state=0).fit(images)
     local = model.transform(images)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
@@ -268,9 +269,9 @@ def fake_speeds(monkeypatch):
     calls = []
 
     def install(float32, bfloat16):
-        speeds = {torch.float32: float32, torch.bfloat16: bfloat16}
         monkeypatch.setattr(feature_map, "_calibrations", {})
-        monkeypatch.setattr(feature_map, "product_gflops", lambda dtype, device: calls.append(dtype) or speeds[dtype])
+        monkeypatch.setattr(feature_map, "product_gflops",
+                            lambda device: calls.append(device) or {"float32": float32, "bfloat16": bfloat16})
         return calls
 
     return install
@@ -281,7 +282,7 @@ def test_auto_computes_in_bfloat16_only_where_its_product_is_fast(fake_speeds, b
     calls = fake_speeds(float32=100.0, bfloat16=bfloat16_gflops)
     assert resolve_compute_dtype("auto") == expected
     assert calibrate("cpu") == (expected, bfloat16_gflops, 100.0)
-    assert len(calls) == 2  # measured once per process and device
+    assert calls == ["cpu"]  # measured once per process and device
     assert feature_map.compute_dtype_report("auto")["used"] == expected
     assert resolve_compute_dtype("bfloat16") == "bfloat16" and resolve_compute_dtype("float32") == "float32"
 
@@ -300,7 +301,11 @@ def test_the_calibration_measures_both_products_on_this_machine():
     choice = calibrate("cpu")
     assert choice.compute_dtype in ("float32", "bfloat16")
     assert choice.float32_gflops > 0 and choice.bfloat16_gflops > 0
-    assert feature_map.product_gflops(torch.bool, "cpu") == 0.0  # no GEMM kernel for bool: never chosen
+
+def test_a_dtype_that_the_device_cannot_multiply_calibrates_to_zero(monkeypatch):
+    monkeypatch.setitem(feature_map.TORCH_DTYPES, "bfloat16", torch.bool)  # no GEMM kernel for bool
+    speeds = feature_map.product_gflops("cpu", shape=(64, 8, 16), repeats=1)
+    assert speeds["bfloat16"] == 0.0 and speeds["float32"] > 0
 
 
 def test_an_unknown_compute_dtype_is_refused():
