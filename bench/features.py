@@ -6,7 +6,7 @@
 ``--json FILE`` writes the throughput rows (a list, one object per filter count: ``filters``,
 ``gflops``, ``gemm_gflops``, ``ratio``, ``compute_dtype``, ``bf16_gflops``, ``bf16_gemm_gflops``,
 ``bf16_ratio``, ``speedup_vs_float32``, ...) to FILE and the output-layer comparison next to it, to
-``FILE-stem-output-layer.json``.
+``FILE-stem-output-layer.json`` (with ``--stage-filters``, the stage estimate to ``FILE-stem-stage.json``).
 
 1. Feature throughput. For each filter count F: :func:`features.feature_map.conv_relu_pool` on
    CIFAR-10 training images (6x6 patches, stride 1, 4-quadrant sum pooling: 729 positions of
@@ -21,7 +21,10 @@
    are random unit vectors (the throughput depends on the shapes only). The two-sided encoding
    (``negated_offset``: the responses to F filters and their negations from one GEMM), in
    ``compute_dtype``, is timed against the same 2F features computed as 2F filters: ``two_sided_ratio``.
-2. Output layer, in memory against streamed from disk. Features of ``--fit-images`` images and
+2. With ``--stage-filters F``: the two feature stages of ``configs/cifar10-40k.yaml`` (F filters, float16
+   storage), timed in both dtypes on ``--stage-images`` images and extrapolated linearly to CIFAR-10's
+   60,000 images (an extrapolation, not a run of the stage).
+3. Output layer, in memory against streamed from disk. Features of ``--fit-images`` images and
    ``--fit-filters`` filters, fitted by :class:`pipeline.output_layer.L1OutputLayer` from an
    in-memory array and from a :class:`pipeline.feature_store.FeatureStore` (both out-of-core
    strategies); time, peak of numpy/Python allocations (tracemalloc) and the objective of each.
@@ -48,6 +51,7 @@ from pipeline.feature_store import FeatureStore  # noqa: E402
 from pipeline.output_layer import L1OutputLayer  # noqa: E402
 
 PATCH_SIZE, POSITIONS, PATCH_DIM, MEMORY_MB = 6, 27 * 27, 108, 32
+CIFAR10_IMAGES = 60_000  # training and test images: the two feature stages of a CIFAR-10 job
 
 
 def load_labelled(data_root):
@@ -78,8 +82,8 @@ def random_filters(n_filters, seed=0):
 
 def feature_run(images, weights, offset, **options):
     """A callable computing the features of ``images`` (``options``: those of ``conv_relu_pool``)."""
-    return lambda: conv_relu_pool(images, weights, offset, patch_size=PATCH_SIZE, eps=0.01, memory_mb=MEMORY_MB,
-                                  **options)
+    options = {"memory_mb": MEMORY_MB, **options}
+    return lambda: conv_relu_pool(images, weights, offset, patch_size=PATCH_SIZE, eps=0.01, **options)
 
 
 def gemm_run(n_images, weights, dtype):
@@ -138,6 +142,21 @@ def throughput(images, n_filters, repeats):
             "two_sided_ratio": round(seconds["as_2f"] / seconds["two_sided"], 3)}
 
 
+def stage_estimate(images, n_filters, total_images, repeats, memory_mb=256):
+    """The feature stages of ``configs/cifar10-40k.yaml`` (one-sided, quadrant sums, float16 storage,
+    ``memory_mb`` 256) timed on ``images`` in both dtypes (round-robin, fastest of ``repeats``) and
+    extrapolated linearly to ``total_images`` (train + test): minutes per dtype and their ratio."""
+    weights, offset = random_filters(n_filters)
+    out = np.empty((len(images), 4 * n_filters), dtype=np.float16)
+    seconds = best_seconds({dtype: feature_run(images, weights, offset, memory_mb=memory_mb, out=out,
+                                               compute_dtype=dtype) for dtype in ("float32", "bfloat16")}, repeats)
+    minutes = {dtype: value / len(images) * total_images / 60 for dtype, value in seconds.items()}
+    return {"filters": n_filters, "images_timed": len(images), "extrapolated_to_images": total_images,
+            **{f"{dtype}_ms_per_image": round(value / len(images) * 1e3, 2) for dtype, value in seconds.items()},
+            **{f"{dtype}_minutes": round(value, 1) for dtype, value in minutes.items()},
+            "speedup_vs_float32": round(seconds["float32"] / seconds["bfloat16"], 3)}
+
+
 def measured_fit(features, labels, **layer):
     tracemalloc.start()
     start = time.perf_counter()
@@ -166,48 +185,77 @@ def output_layer_comparison(images, labels, n_filters, folder):
             "feature_mb": round(features.nbytes / 2**20, 1), "fits": rows}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--filters", default="1600,4000,16000")
-    parser.add_argument("--images", type=int, default=256, help="images per throughput measurement")
-    parser.add_argument("--repeats", type=int, default=2, help="timed calls of each measurement (the fastest counts)")
-    parser.add_argument("--fit-images", type=int, default=2000)
-    parser.add_argument("--fit-filters", type=int, default=400)
-    parser.add_argument("--data-root", default=os.path.expanduser("~/datasets"))
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
-    images, labels, source = load_labelled(args.data_root)
-    calibration = calibrate()
-    print(f"{source}; numpy BLAS: {blas_description()}; torch {torch.__version__}: {torch_blas()}, "
-          f"{torch.get_num_threads()} threads; compute dtype auto -> {calibration.compute_dtype} (calibration: "
-          f"bf16 {calibration.bfloat16_gflops:.0f} GFLOP/s vs fp32 {calibration.float32_gflops:.0f} GFLOP/s)")
-    results = []
-    print(f"{'filters':>8} {'images':>7} {'fp32 s':>7} {'GFLOP/s':>8} {'GEMM':>6} {'ratio':>6} {'bf16 s':>7} "
-          f"{'GFLOP/s':>8} {'GEMM':>6} {'ratio':>6} {'speed-up':>9} {'2-sided s':>10} {'as 2F s':>8} {'speed-up':>9}")
-    for n_filters in [int(f) for f in args.filters.split(",")]:
-        row = throughput(images[:args.images], n_filters, args.repeats)
-        results.append({**row, "data": source, "torch_blas": torch_blas(), "torch_threads": torch.get_num_threads(),
-                        "calibration_bf16_gflops": round(calibration.bfloat16_gflops, 1),
-                        "calibration_fp32_gflops": round(calibration.float32_gflops, 1)})
-        print(f"{row['filters']:>8} {row['images']:>7} {row['seconds']:>7.2f} {row['gflops']:>8.1f} "
-              f"{row['gemm_gflops']:>6.0f} {row['ratio']:>6.2f} {row['bf16_seconds']:>7.2f} {row['bf16_gflops']:>8.1f} "
-              f"{row['bf16_gemm_gflops']:>6.0f} {row['bf16_ratio']:>6.2f} {row['speedup_vs_float32']:>9.2f} "
-              f"{row['two_sided_seconds']:>10.2f} {row['two_sided_as_2f_seconds']:>8.2f} {row['two_sided_ratio']:>9.2f}")
-    with tempfile.TemporaryDirectory() as folder:
-        comparison = output_layer_comparison(images[:args.fit_images], labels[:args.fit_images],
-                                             args.fit_filters, folder)
+THROUGHPUT_HEADER = (f"{'filters':>8} {'images':>7} {'fp32 s':>7} {'GFLOP/s':>8} {'GEMM':>6} {'ratio':>6} "
+                     f"{'bf16 s':>7} {'GFLOP/s':>8} {'GEMM':>6} {'ratio':>6} {'speed-up':>9} {'2-sided s':>10} "
+                     f"{'as 2F s':>8} {'speed-up':>9}")
+
+
+def print_throughput(row):
+    print(f"{row['filters']:>8} {row['images']:>7} {row['seconds']:>7.2f} {row['gflops']:>8.1f} "
+          f"{row['gemm_gflops']:>6.0f} {row['ratio']:>6.2f} {row['bf16_seconds']:>7.2f} {row['bf16_gflops']:>8.1f} "
+          f"{row['bf16_gemm_gflops']:>6.0f} {row['bf16_ratio']:>6.2f} {row['speedup_vs_float32']:>9.2f} "
+          f"{row['two_sided_seconds']:>10.2f} {row['two_sided_as_2f_seconds']:>8.2f} {row['two_sided_ratio']:>9.2f}")
+
+
+def print_comparison(comparison):
     print(f"\noutput layer on {comparison['fit_images']} x {comparison['fit_features']} features "
           f"({comparison['feature_mb']} MB float32):")
     print(f"{'fit':>18} {'seconds':>8} {'peak alloc MB':>14} {'objective':>14} {'rel diff':>9} {'used':>5}")
     for row in comparison["fits"]:
         print(f"{row['fit']:>18} {row['seconds']:>8.2f} {row['peak_alloc_mb']:>14.1f} {row['objective']:>14.6f} "
               f"{row['objective_rel_diff']:>9.1e} {row['features_used']:>5}")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--filters", default="1600,4000,16000")
+    parser.add_argument("--images", type=int, default=256, help="images per throughput measurement")
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls of each measurement (the fastest counts)")
+    parser.add_argument("--fit-images", type=int, default=2000)
+    parser.add_argument("--fit-filters", type=int, default=400)
+    parser.add_argument("--stage-filters", type=int, default=0,
+                        help="also time the 40k config's feature stages at this many filters (0: skip)")
+    parser.add_argument("--stage-images", type=int, default=128, help="images timed for --stage-filters")
+    parser.add_argument("--data-root", default=os.path.expanduser("~/datasets"))
+    parser.add_argument("--json", type=Path, default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    images, labels, source = load_labelled(args.data_root)
+    calibration = calibrate()
+    environment = {"data": source, "torch_blas": torch_blas(), "torch_threads": torch.get_num_threads(),
+                   "calibration_bf16_gflops": round(calibration.bfloat16_gflops, 1),
+                   "calibration_fp32_gflops": round(calibration.float32_gflops, 1)}
+    print(f"{source}; numpy BLAS: {blas_description()}; torch {torch.__version__}: {torch_blas()}, "
+          f"{torch.get_num_threads()} threads; compute dtype auto -> {calibration.compute_dtype} (calibration: "
+          f"bf16 {calibration.bfloat16_gflops:.0f} GFLOP/s vs fp32 {calibration.float32_gflops:.0f} GFLOP/s)")
+    print(THROUGHPUT_HEADER)
+    results = []
+    for n_filters in [int(f) for f in args.filters.split(",")]:
+        results.append({**throughput(images[:args.images], n_filters, args.repeats), **environment})
+        print_throughput(results[-1])
+    outputs = {"": results}
+    if args.stage_filters:
+        stage = {**stage_estimate(images[:args.stage_images], args.stage_filters, CIFAR10_IMAGES, args.repeats),
+                 **environment}
+        print(f"\nfeature stages of configs/cifar10-40k.yaml at {stage['filters']} filters, timed on "
+              f"{stage['images_timed']} images and extrapolated to {stage['extrapolated_to_images']}: float32 "
+              f"{stage['float32_ms_per_image']} ms/image ({stage['float32_minutes']} min), bfloat16 "
+              f"{stage['bfloat16_ms_per_image']} ms/image ({stage['bfloat16_minutes']} min), "
+              f"{stage['speedup_vs_float32']}x")
+        outputs["-stage"] = stage
+    with tempfile.TemporaryDirectory() as folder:
+        outputs["-output-layer"] = output_layer_comparison(images[:args.fit_images], labels[:args.fit_images],
+                                                          args.fit_filters, folder)
+    print_comparison(outputs["-output-layer"])
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-        second = args.json.with_name(args.json.stem + "-output-layer.json")
-        second.write_text(json.dumps(comparison, indent=2))
-        print(f"wrote {args.json} and {second}")
+        for suffix, value in outputs.items():
+            path = args.json.with_name(args.json.stem + suffix + args.json.suffix)
+            path.write_text(json.dumps(value, indent=2))
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":
