@@ -95,7 +95,7 @@ def calibrate(device="cpu"):
     if key not in _calibrations:
         with torch.inference_mode():
             speeds = product_gflops(device)
-        fast = speeds["bfloat16"] >= BFLOAT16_MIN_SPEEDUP * speeds["float32"]
+        fast = speeds["bfloat16"] > 0 and speeds["bfloat16"] >= BFLOAT16_MIN_SPEEDUP * speeds["float32"]
         _calibrations[key] = Calibration("bfloat16" if fast else "float32", speeds["bfloat16"], speeds["float32"])
     return _calibrations[key]
 

@@ -95,6 +95,8 @@ def fit_convex_rf(config, train_set, test_set, stages, log):
     """Algorithm 2 through the cached stages. Returns the model, the (train, test) predicted label
     indices and the metrics particular to Convex-RF (filters, features, output layer, ridge read-out)."""
     classes = np.asarray(train_set.classes)
+    compute = compute_dtype_report(config["features"]["compute_dtype"], config["features"]["device"])
+    log(f"[features] compute dtype {compute['used']} ({compute['reason']})")
     model = build_model(config).fit(train_set.images, classes[train_set.labels], stages=stages)
     filter_bank, output_layer = model.features_.filter_bank_, model.output_layer_
     certificates = extreme_point_certificates(filter_bank)
@@ -103,8 +105,6 @@ def fit_convex_rf(config, train_set, test_set, stages, log):
         summary += (f"; {certificates['n_inside_hull']} patches inside the hull dropped; worst relative "
                     f"optimality gap {certificates['max_relative_gap']:.2e}")
     log(summary)
-    compute = compute_dtype_report(config["features"]["compute_dtype"], config["features"]["device"])
-    log(f"[features] compute dtype {compute['used']} ({compute['reason']})")
     train_features = stages.outputs["features"]
     test_features = stages.transform("test_features", model.features_, test_set.images, after="features")
     n_used = int(np.count_nonzero(np.any(output_layer.coef_ != 0, axis=1)))
