@@ -1,21 +1,30 @@
-"""Benchmark of the feature stage (conv + ReLU + pool) and of the out-of-core output layer.
+"""Benchmark of the feature stage (conv + ReLU + pool), float32 and bfloat16, and of the out-of-core output layer.
 
-    python bench/features.py [--filters 1600,4000,16000] [--images 512] [--json FILE] [--data-root DIR]
+    python bench/features.py [--filters 1600,4000,16000] [--images 256] [--repeats 2] [--json FILE]
+                             [--data-root DIR]
 
 ``--json FILE`` writes the throughput rows (a list, one object per filter count: ``filters``,
-``gflops``, ``gemm_gflops``, ``ratio``, ...) to FILE and the output-layer comparison next to it,
-to ``FILE-stem-output-layer.json``.
+``gflops``, ``gemm_gflops``, ``ratio``, ``compute_dtype``, ``bf16_gflops``, ``bf16_gemm_gflops``,
+``bf16_ratio``, ``speedup_vs_float32``, ...) to FILE and the output-layer comparison next to it, to
+``FILE-stem-output-layer.json`` (with ``--stage-filters``, the stage estimate to ``FILE-stem-stage.json``).
 
 1. Feature throughput. For each filter count F: :func:`features.feature_map.conv_relu_pool` on
    CIFAR-10 training images (6x6 patches, stride 1, 4-quadrant sum pooling: 729 positions of
-   d = 108 values per image), against a plain float32 GEMM of the same shape measured in the same
-   run: the chunk's (images x 729, 108) x (108, F) product that the feature stage makes, with a
-   preallocated output, repeated over the same number of images. Both count ``2 N 729 108 F``
-   floating-point operations; ``ratio`` is the feature stage's GFLOP/s over the GEMM's. The filters
+   d = 108 values per image) in float32 and in bfloat16, against plain GEMMs of the same shapes in the
+   same dtypes measured in the same run: the chunk's (images x 729, 108) x (108, F) product that the
+   feature stage makes (chunks of each dtype's size), with a preallocated output, repeated over the same
+   number of images. All count ``2 N 729 108 F`` floating-point operations. ``ratio`` (float32) and
+   ``bf16_ratio`` are the feature stage's GFLOP/s over its dtype's GEMM's; ``speedup_vs_float32`` is the
+   bfloat16 feature stage's GFLOP/s over the float32 one's; ``compute_dtype`` is what ``"auto"`` chose
+   here (the calibration's GFLOP/s beside it). The four are timed round-robin, ``--repeats`` times, and
+   each keeps its fastest time, so that load from other jobs on the machine skews them alike. The filters
    are random unit vectors (the throughput depends on the shapes only). The two-sided encoding
-   (``negated_offset``: the responses to F filters and their negations from one GEMM) is timed against
-   the same 2F features computed as 2F filters (the previous version): ``two_sided_ratio``.
-2. Output layer, in memory against streamed from disk. Features of ``--fit-images`` images and
+   (``negated_offset``: the responses to F filters and their negations from one GEMM), in
+   ``compute_dtype``, is timed against the same 2F features computed as 2F filters: ``two_sided_ratio``.
+2. With ``--stage-filters F``: the two feature stages of ``configs/cifar10-40k.yaml`` (F filters, float16
+   storage), timed in both dtypes on ``--stage-images`` images and extrapolated linearly to CIFAR-10's
+   60,000 images (an extrapolation, not a run of the stage).
+3. Output layer, in memory against streamed from disk. Features of ``--fit-images`` images and
    ``--fit-filters`` filters, fitted by :class:`pipeline.L1OutputLayer` from an
    in-memory array and from a :class:`pipeline.FeatureStore` (both out-of-core
    strategies); time, peak of numpy/Python allocations (tracemalloc) and the objective of each.
@@ -36,12 +45,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data import DatasetError, load_splits  # noqa: E402
-from features.feature_map import chunk_size, conv_relu_pool  # noqa: E402
+from features.feature_map import TORCH_DTYPES, calibrate, chunk_size, conv_relu_pool  # noqa: E402
 from filters import blas_description, load_images  # noqa: E402  (bench/filters.py)
 from pipeline.storage import FeatureStore  # noqa: E402
 from pipeline import L1OutputLayer  # noqa: E402
 
 PATCH_SIZE, POSITIONS, PATCH_DIM, MEMORY_MB = 6, 27 * 27, 108, 32
+CIFAR10_IMAGES = 60_000  # training and test images: the two feature stages of a CIFAR-10 job
 
 
 def load_labelled(data_root):
@@ -70,38 +80,81 @@ def random_filters(n_filters, seed=0):
     return weights / np.linalg.norm(weights, axis=0), np.zeros(n_filters, np.float32)
 
 
-def feature_seconds(images, weights, offset, **options):
-    conv_relu_pool(images[:2], weights, offset, patch_size=PATCH_SIZE, eps=0.01, memory_mb=MEMORY_MB, **options)
-    start = time.perf_counter()
-    conv_relu_pool(images, weights, offset, patch_size=PATCH_SIZE, eps=0.01, memory_mb=MEMORY_MB, **options)
-    return time.perf_counter() - start
+def feature_run(images, weights, offset, **options):
+    """A callable computing the features of ``images`` (``options``: those of ``conv_relu_pool``)."""
+    options = {"memory_mb": MEMORY_MB, **options}
+    return lambda: conv_relu_pool(images, weights, offset, patch_size=PATCH_SIZE, eps=0.01, **options)
 
 
-def gemm_seconds(n_images, weights):
-    """The same products as plain GEMMs: chunks of (chunk x 729, 108) x (108, F) into one output."""
-    chunk = chunk_size(POSITIONS, PATCH_DIM, weights.shape[1], MEMORY_MB)
-    rows = torch.randn(chunk * POSITIONS, PATCH_DIM)
-    weights = torch.from_numpy(weights)
-    out = torch.empty(chunk * POSITIONS, weights.shape[1])
-    torch.matmul(rows, weights, out=out)
-    start = time.perf_counter()
-    for first in range(0, n_images, chunk):
-        n_rows = min(chunk, n_images - first) * POSITIONS
-        torch.matmul(rows[:n_rows], weights, out=out[:n_rows])
-    return time.perf_counter() - start
+def gemm_run(n_images, weights, dtype):
+    """A callable making the feature stage's products as plain GEMMs in ``dtype`` ("float32" or
+    "bfloat16"): chunks (of that dtype's size) of (chunk x 729, 108) x (108, F) into one output."""
+    dtype = TORCH_DTYPES[dtype]
+    chunk = chunk_size(POSITIONS, PATCH_DIM, weights.shape[1], MEMORY_MB, dtype.itemsize)
+    rows = torch.randn(chunk * POSITIONS, PATCH_DIM).to(dtype)
+    weights = torch.from_numpy(weights).to(dtype)
+    out = torch.empty(chunk * POSITIONS, weights.shape[1], dtype=dtype)
+
+    def run():
+        for first in range(0, n_images, chunk):
+            n_rows = min(chunk, n_images - first) * POSITIONS
+            torch.matmul(rows[:n_rows], weights, out=out[:n_rows])
+
+    return run
 
 
-def throughput(images, n_filters):
+def best_seconds(runs, repeats):
+    """{name: fastest of ``repeats`` timed calls} of the callables ``runs``, after one warm-up call each,
+    called round-robin so that a change of load on the machine affects all of them alike."""
+    seconds = {name: [] for name in runs}
+    for run in runs.values():
+        run()
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in seconds.items()}
+
+
+def throughput(images, n_filters, repeats):
     weights, offset = random_filters(n_filters)
-    flops = 2.0 * len(images) * POSITIONS * PATCH_DIM * n_filters
-    ours, gemm = feature_seconds(images, weights, offset), gemm_seconds(len(images), weights)
-    two_sided = feature_seconds(images, weights, offset, negated_offset=offset)
-    as_filters = feature_seconds(images, np.hstack([weights, -weights]), np.hstack([offset, offset]))
-    return {"filters": n_filters, "images": len(images), "seconds": round(ours, 3),
-            "gflops": round(flops / ours / 1e9, 1), "gemm_seconds": round(gemm, 3),
-            "gemm_gflops": round(flops / gemm / 1e9, 1), "ratio": round(gemm / ours, 3),
-            "two_sided_seconds": round(two_sided, 3), "two_sided_as_2f_seconds": round(as_filters, 3),
-            "two_sided_ratio": round(as_filters / two_sided, 3)}
+    compute_dtype = calibrate().compute_dtype
+    seconds = best_seconds({
+        "float32": feature_run(images, weights, offset, compute_dtype="float32"),
+        "bfloat16": feature_run(images, weights, offset, compute_dtype="bfloat16"),
+        "gemm_float32": gemm_run(len(images), weights, "float32"),
+        "gemm_bfloat16": gemm_run(len(images), weights, "bfloat16"),
+        "two_sided": feature_run(images, weights, offset, negated_offset=offset, compute_dtype=compute_dtype),
+        "as_2f": feature_run(images, np.hstack([weights, -weights]), np.hstack([offset, offset]),
+                             compute_dtype=compute_dtype),
+    }, repeats)
+    gflops = {name: 2.0 * len(images) * POSITIONS * PATCH_DIM * n_filters / value / 1e9
+              for name, value in seconds.items()}
+    return {"filters": n_filters, "images": len(images), "seconds": round(seconds["float32"], 3),
+            "gflops": round(gflops["float32"], 1), "gemm_seconds": round(seconds["gemm_float32"], 3),
+            "gemm_gflops": round(gflops["gemm_float32"], 1), "ratio": round(gflops["float32"] / gflops["gemm_float32"], 3),
+            "compute_dtype": compute_dtype, "bf16_seconds": round(seconds["bfloat16"], 3),
+            "bf16_gflops": round(gflops["bfloat16"], 1), "bf16_gemm_gflops": round(gflops["gemm_bfloat16"], 1),
+            "bf16_ratio": round(gflops["bfloat16"] / gflops["gemm_bfloat16"], 3),
+            "speedup_vs_float32": round(gflops["bfloat16"] / gflops["float32"], 3),
+            "two_sided_seconds": round(seconds["two_sided"], 3), "two_sided_as_2f_seconds": round(seconds["as_2f"], 3),
+            "two_sided_ratio": round(seconds["as_2f"] / seconds["two_sided"], 3)}
+
+
+def stage_estimate(images, n_filters, total_images, repeats, memory_mb=256):
+    """The feature stages of ``configs/cifar10-40k.yaml`` (one-sided, quadrant sums, float16 storage,
+    ``memory_mb`` 256) timed on ``images`` in both dtypes (round-robin, fastest of ``repeats``) and
+    extrapolated linearly to ``total_images`` (train + test): minutes per dtype and their ratio."""
+    weights, offset = random_filters(n_filters)
+    out = np.empty((len(images), 4 * n_filters), dtype=np.float16)
+    seconds = best_seconds({dtype: feature_run(images, weights, offset, memory_mb=memory_mb, out=out,
+                                               compute_dtype=dtype) for dtype in ("float32", "bfloat16")}, repeats)
+    minutes = {dtype: value / len(images) * total_images / 60 for dtype, value in seconds.items()}
+    return {"filters": n_filters, "images_timed": len(images), "extrapolated_to_images": total_images,
+            **{f"{dtype}_ms_per_image": round(value / len(images) * 1e3, 2) for dtype, value in seconds.items()},
+            **{f"{dtype}_minutes": round(value, 1) for dtype, value in minutes.items()},
+            "speedup_vs_float32": round(seconds["float32"] / seconds["bfloat16"], 3)}
 
 
 def measured_fit(features, labels, **layer):
@@ -132,42 +185,77 @@ def output_layer_comparison(images, labels, n_filters, folder):
             "feature_mb": round(features.nbytes / 2**20, 1), "fits": rows}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--filters", default="1600,4000,16000")
-    parser.add_argument("--images", type=int, default=512, help="images per throughput measurement")
-    parser.add_argument("--fit-images", type=int, default=2000)
-    parser.add_argument("--fit-filters", type=int, default=400)
-    parser.add_argument("--data-root", default=os.path.expanduser("~/datasets"))
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
-    images, labels, source = load_labelled(args.data_root)
-    print(f"{source}; numpy BLAS: {blas_description()}; torch {torch.__version__}: {torch_blas()}, "
-          f"{torch.get_num_threads()} threads")
-    results = []
-    print(f"{'filters':>8} {'images':>7} {'ours s':>8} {'GFLOP/s':>8} {'GEMM s':>8} {'GEMM GFLOP/s':>13} {'ratio':>6}"
-          f" {'2-sided s':>10} {'as 2F s':>8} {'speed-up':>9}")
-    for n_filters in [int(f) for f in args.filters.split(",")]:
-        row = throughput(images[:args.images], n_filters)
-        results.append({**row, "data": source, "torch_blas": torch_blas(), "torch_threads": torch.get_num_threads()})
-        print(f"{row['filters']:>8} {row['images']:>7} {row['seconds']:>8.2f} {row['gflops']:>8.1f} "
-              f"{row['gemm_seconds']:>8.2f} {row['gemm_gflops']:>13.1f} {row['ratio']:>6.2f} "
-              f"{row['two_sided_seconds']:>10.2f} {row['two_sided_as_2f_seconds']:>8.2f} {row['two_sided_ratio']:>9.2f}")
-    with tempfile.TemporaryDirectory() as folder:
-        comparison = output_layer_comparison(images[:args.fit_images], labels[:args.fit_images],
-                                             args.fit_filters, folder)
+THROUGHPUT_HEADER = (f"{'filters':>8} {'images':>7} {'fp32 s':>7} {'GFLOP/s':>8} {'GEMM':>6} {'ratio':>6} "
+                     f"{'bf16 s':>7} {'GFLOP/s':>8} {'GEMM':>6} {'ratio':>6} {'speed-up':>9} {'2-sided s':>10} "
+                     f"{'as 2F s':>8} {'speed-up':>9}")
+
+
+def print_throughput(row):
+    print(f"{row['filters']:>8} {row['images']:>7} {row['seconds']:>7.2f} {row['gflops']:>8.1f} "
+          f"{row['gemm_gflops']:>6.0f} {row['ratio']:>6.2f} {row['bf16_seconds']:>7.2f} {row['bf16_gflops']:>8.1f} "
+          f"{row['bf16_gemm_gflops']:>6.0f} {row['bf16_ratio']:>6.2f} {row['speedup_vs_float32']:>9.2f} "
+          f"{row['two_sided_seconds']:>10.2f} {row['two_sided_as_2f_seconds']:>8.2f} {row['two_sided_ratio']:>9.2f}")
+
+
+def print_comparison(comparison):
     print(f"\noutput layer on {comparison['fit_images']} x {comparison['fit_features']} features "
           f"({comparison['feature_mb']} MB float32):")
     print(f"{'fit':>18} {'seconds':>8} {'peak alloc MB':>14} {'objective':>14} {'rel diff':>9} {'used':>5}")
     for row in comparison["fits"]:
         print(f"{row['fit']:>18} {row['seconds']:>8.2f} {row['peak_alloc_mb']:>14.1f} {row['objective']:>14.6f} "
               f"{row['objective_rel_diff']:>9.1e} {row['features_used']:>5}")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--filters", default="1600,4000,16000")
+    parser.add_argument("--images", type=int, default=256, help="images per throughput measurement")
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls of each measurement (the fastest counts)")
+    parser.add_argument("--fit-images", type=int, default=2000)
+    parser.add_argument("--fit-filters", type=int, default=400)
+    parser.add_argument("--stage-filters", type=int, default=0,
+                        help="also time the 40k config's feature stages at this many filters (0: skip)")
+    parser.add_argument("--stage-images", type=int, default=128, help="images timed for --stage-filters")
+    parser.add_argument("--data-root", default=os.path.expanduser("~/datasets"))
+    parser.add_argument("--json", type=Path, default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    images, labels, source = load_labelled(args.data_root)
+    calibration = calibrate()
+    environment = {"data": source, "torch_blas": torch_blas(), "torch_threads": torch.get_num_threads(),
+                   "calibration_bf16_gflops": round(calibration.bfloat16_gflops, 1),
+                   "calibration_fp32_gflops": round(calibration.float32_gflops, 1)}
+    print(f"{source}; numpy BLAS: {blas_description()}; torch {torch.__version__}: {torch_blas()}, "
+          f"{torch.get_num_threads()} threads; compute dtype auto -> {calibration.compute_dtype} (calibration: "
+          f"bf16 {calibration.bfloat16_gflops:.0f} GFLOP/s vs fp32 {calibration.float32_gflops:.0f} GFLOP/s)")
+    print(THROUGHPUT_HEADER)
+    results = []
+    for n_filters in [int(f) for f in args.filters.split(",")]:
+        results.append({**throughput(images[:args.images], n_filters, args.repeats), **environment})
+        print_throughput(results[-1])
+    outputs = {"": results}
+    if args.stage_filters:
+        stage = {**stage_estimate(images[:args.stage_images], args.stage_filters, CIFAR10_IMAGES, args.repeats),
+                 **environment}
+        print(f"\nfeature stages of configs/cifar10-40k.yaml at {stage['filters']} filters, timed on "
+              f"{stage['images_timed']} images and extrapolated to {stage['extrapolated_to_images']}: float32 "
+              f"{stage['float32_ms_per_image']} ms/image ({stage['float32_minutes']} min), bfloat16 "
+              f"{stage['bfloat16_ms_per_image']} ms/image ({stage['bfloat16_minutes']} min), "
+              f"{stage['speedup_vs_float32']}x")
+        outputs["-stage"] = stage
+    with tempfile.TemporaryDirectory() as folder:
+        outputs["-output-layer"] = output_layer_comparison(images[:args.fit_images], labels[:args.fit_images],
+                                                          args.fit_filters, folder)
+    print_comparison(outputs["-output-layer"])
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-        second = args.json.with_name(args.json.stem + "-output-layer.json")
-        second.write_text(json.dumps(comparison, indent=2))
-        print(f"wrote {args.json} and {second}")
+        for suffix, value in outputs.items():
+            path = args.json.with_name(args.json.stem + suffix + args.json.suffix)
+            path.write_text(json.dumps(value, indent=2))
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":

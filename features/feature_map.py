@@ -4,11 +4,18 @@ Every ``k x k`` patch of an image (valid positions, a configurable stride) is no
 sampled patches were (:func:`features.patches.normalize_patches`), whitened with the same ZCA transform,
 multiplied by the filters, passed through ``max(., 0)`` and pooled over a ``grid x grid`` partition of
 the response map. The whitening and the filters fold into one ``d x F`` matrix
-(:meth:`features.whitening.PatchWhitener.fold`), so each chunk of images costs one GEMM. Computed with torch in float32, chunk by chunk, into a caller-provided output array
-(which may be a memory map).
+(:meth:`features.whitening.PatchWhitener.fold`), so each chunk of images costs one GEMM. Computed with
+torch, chunk by chunk, into a caller-provided output array (which may be a memory map).
+
+The patch normalisation is computed in float32; the filter product, the offsets (thresholds) and the
+two-sided encoding in the *compute dtype*: float32, or bfloat16 (float32 accumulation in the GEMM and in
+the pooling) where the device multiplies bfloat16 matrices fast. ``"auto"`` decides per device by a short
+calibration product (:func:`calibrate`), not by the processor's name.
 """
 
 import numbers
+import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -28,6 +35,97 @@ from .whitening import PatchWhitener
 POOLINGS = ("max", "sum", "mean")
 # What the None defaults of ConvReLUPool resolve to, where the images allow it.
 DEFAULT_PATCH_SIZE, DEFAULT_N_PATCHES, DEFAULT_GRID = 5, 1000, 2
+COMPUTE_DTYPES = ("float32", "bfloat16", "auto")
+# The feature GEMM runs on a multiple of this many rows (padded): BLAS kernels round a row's dot products
+# differently for a handful of rows than for many, so without it an image's features would depend on how
+# many images share its chunk (e.g. 1 x 1 images, one row each).
+GEMM_ROW_MULTIPLE = 64
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+# The calibration product: (rows x patch values) @ (patch values x filters), the shape of a feature GEMM
+# (CIFAR-10's 6 x 6 x 3 patches) at about 0.5 GFLOP: a few ms in either dtype where bfloat16 is fast.
+CALIBRATION_SHAPE = (4096, 108, 512)
+# "auto" computes in bfloat16 where its product runs at least this many times as fast as float32's.
+BFLOAT16_MIN_SPEEDUP = 1.5
+
+
+class Calibration(NamedTuple):
+    """What ``compute_dtype="auto"`` chose on one device, and the product speeds (GFLOP/s) it chose by."""
+
+    compute_dtype: str
+    bfloat16_gflops: float
+    float32_gflops: float
+
+
+_calibrations = {}  # torch device string -> Calibration, measured once per process
+
+
+def product_gflops(device, shape=CALIBRATION_SHAPE, repeats=5):
+    """{"float32": GFLOP/s, "bfloat16": GFLOP/s} of one ``(m, d) @ (d, F)`` product (``shape = (m, d, F)``)
+    on ``device``: the fastest of ``repeats`` timed runs after a warm-up one, the two dtypes in turn (so that
+    other load on the machine slows both alike); 0.0 for a dtype the device cannot multiply."""
+    rows, depth, columns = shape
+    generator = torch.Generator().manual_seed(0)
+    left, right = (torch.randn(size, generator=generator).to(device) for size in ((rows, depth), (depth, columns)))
+    operands = {}
+    for name, dtype in TORCH_DTYPES.items():
+        operands[name] = (left.to(dtype), right.to(dtype), torch.empty((rows, columns), dtype=dtype, device=device))
+    seconds = {name: [] for name in operands}
+    for _ in range(repeats + 1):
+        for name in list(operands):
+            try:
+                seconds[name].append(_product_seconds(*operands[name]))
+            except RuntimeError:  # e.g. no GEMM kernel for this dtype on this device
+                del operands[name]
+    return {name: 2.0 * rows * depth * columns / min(times[1:]) / 1e9 if len(times) > 1 else 0.0
+            for name, times in seconds.items()}
+
+
+def _product_seconds(left, right, product):
+    """Wall-clock seconds of ``torch.matmul(left, right, out=product)``, the device synchronised."""
+    _synchronize(left.device)
+    start = time.perf_counter()
+    torch.matmul(left, right, out=product)
+    _synchronize(left.device)
+    return time.perf_counter() - start
+
+
+def _synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def calibrate(device="cpu"):
+    """The :class:`Calibration` of ``device``: bfloat16 where its product is at least
+    :data:`BFLOAT16_MIN_SPEEDUP` times as fast as float32's, measured once per process and device."""
+    key = str(torch.device(device))
+    if key not in _calibrations:
+        with torch.inference_mode():
+            speeds = product_gflops(device)
+        fast = speeds["bfloat16"] > 0 and speeds["bfloat16"] >= BFLOAT16_MIN_SPEEDUP * speeds["float32"]
+        _calibrations[key] = Calibration("bfloat16" if fast else "float32", speeds["bfloat16"], speeds["float32"])
+    return _calibrations[key]
+
+
+def compute_dtype_report(compute_dtype, device="cpu"):
+    """What ``compute_dtype`` resolves to on ``device``, for logs and metrics: a dict of ``requested``,
+    ``used`` and ``reason`` (a phrase), and for ``"auto"`` the calibration's ``bfloat16_gflops`` and
+    ``float32_gflops``."""
+    used = resolve_compute_dtype(compute_dtype, device)
+    report = {"requested": compute_dtype, "used": used, "reason": "set explicitly"}
+    if compute_dtype == "auto":
+        speeds = calibrate(device)
+        report.update(bfloat16_gflops=round(speeds.bfloat16_gflops, 1), float32_gflops=round(speeds.float32_gflops, 1),
+                      reason=f"calibration: bf16 {speeds.bfloat16_gflops:.0f} GFLOP/s vs fp32 "
+                             f"{speeds.float32_gflops:.0f} GFLOP/s")
+    return report
+
+
+def resolve_compute_dtype(compute_dtype, device="cpu"):
+    """``"float32"`` or ``"bfloat16"``: ``compute_dtype`` itself, or the calibration's choice for ``"auto"``."""
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
+    return calibrate(device).compute_dtype if compute_dtype == "auto" else compute_dtype
 
 
 def output_size(image_size, patch_size, stride):
@@ -43,7 +141,8 @@ def region_edges(length, grid):
 
 
 def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, stride=1, pooling="sum",
-                   grid=2, memory_mb=32, device="cpu", negated_offset=None, out=None, progress=None):
+                   grid=2, memory_mb=32, device="cpu", negated_offset=None, compute_dtype="float32", out=None,
+                   progress=None):
     """Pooled ReLU responses ``max(q W + offset, 0)`` of every normalised patch ``q`` of every image.
 
     Parameters
@@ -60,6 +159,9 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
     device : torch device string ("cpu", "cuda")
     negated_offset : (F,) float or None: also the responses to the negated filters,
         ``max(-q W + negated_offset, 0)``, from the same product (one GEMM for both sides)
+    compute_dtype : "float32", "bfloat16" or "auto" (:func:`resolve_compute_dtype`): the dtype of the
+        filter product, the offsets and the responses; patches are normalised and responses pooled
+        (accumulated) in float32 either way
     out : float array (N, F' * grid**2) to write into (e.g. a memory map); allocated if None
     progress : callable(int) or None, called with the number of images done after each chunk
 
@@ -70,41 +172,83 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    dtype = TORCH_DTYPES[resolve_compute_dtype(compute_dtype, device)]
     n_images, height, width, _ = images.shape
-    n_filters = weights.shape[1]
-    sides = [offset] if negated_offset is None else [offset, negated_offset]
+    patch_dim, n_filters = weights.shape
+    n_sides = 1 if negated_offset is None else 2
     rows = region_edges(output_size(height, patch_size, stride), grid)
     cols = region_edges(output_size(width, patch_size, stride), grid)
-    weights, *sides = (torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device) for a in (weights, *sides))
+    # the offset rides in the GEMM as the weights' last row, against a constant 1 after each patch
+    affine = _as_tensor(np.vstack([np.asarray(weights), np.asarray(offset)[None]]), dtype, device)
     # the negated side from the first one's responses r = qW + offset: -qW + negated_offset = both - r
-    both_offsets = sides[0] + sides[1] if len(sides) == 2 else None
+    both_offsets = (_as_tensor(np.asarray(offset) + np.asarray(negated_offset), dtype, device)
+                    if n_sides == 2 else None)
     scale = pixel_scale(images.dtype)
     n_pooled = n_filters * grid * grid
     if out is None:
-        out = np.empty((n_images, n_pooled * len(sides)), dtype=np.float32)
+        out = np.empty((n_images, n_pooled * n_sides), dtype=np.float32)
     n_positions = rows[-1] * cols[-1]
-    chunk = chunk_size(n_positions, weights.shape[0], n_filters * len(sides), memory_mb)
-    # response buffers reused by all chunks: the GEMM writes into the first (with the offset: addmm);
-    # the negated side is read from it before it is overwritten in place
-    buffers = [torch.empty((min(chunk, n_images) * n_positions, n_filters), dtype=torch.float32, device=device)
-               for _ in sides]
+    chunk = chunk_size(n_positions, patch_dim, n_filters * n_sides, memory_mb, affine.element_size())
+    # buffers reused by all chunks: the patches (and the constant 1) and the responses of each side, in
+    # (response row, image, response column) order, so that a row of all the chunk's images is one slab;
+    # the negated side is read from the first before that is overwritten in place
+    buffer_rows = _padded(min(chunk, n_images) * n_positions)
+    inputs = torch.ones((buffer_rows, patch_dim + 1), dtype=dtype, device=device)
+    fused = n_sides == 1 and _has_fused_relu(dtype, device)
+    if fused:
+        affine = affine.T.contiguous()  # oneDNN's linear layout, (F, d + 1)
+    buffers = [] if fused else [torch.empty((buffer_rows, n_filters), dtype=dtype, device=device)
+                                for _ in range(n_sides)]
     with torch.inference_mode():
         for start in range(0, n_images, chunk):
             # a private copy: the input may be a read-only memory map, and is never written to
             batch = torch.from_numpy(np.array(images[start:start + chunk])).to(device)
             pixels = batch.permute(0, 3, 1, 2).to(torch.float32) * scale
-            patches = _patches(pixels, patch_size, stride, eps if normalize else None)
-            responses = [buffer[:len(patches)] for buffer in buffers]
-            torch.addmm(sides[0], patches, weights, out=responses[0])
-            if both_offsets is not None:
-                torch.sub(both_offsets, responses[0], out=responses[1]).relu_()
-            responses[0].relu_()
+            n_rows = len(batch) * n_positions
+            patches = inputs[:n_rows, :patch_dim].view(rows[-1], len(batch), cols[-1], patch_dim)
+            _patches(pixels, patch_size, stride, eps if normalize else None, out=patches.permute(1, 0, 2, 3))
+            responses = [r[:n_rows] for r in _responses(inputs[:_padded(n_rows)], affine, both_offsets, buffers, fused)]
             for side, response in enumerate(responses):
-                pooled = _pool(response.view(len(batch), rows[-1], cols[-1], n_filters), rows, cols, pooling)
+                pooled = _relu_pool(response.view(rows[-1], len(batch), cols[-1], n_filters), rows, cols, pooling,
+                                    rectified=fused)
                 out[start:start + len(batch), side * n_pooled:(side + 1) * n_pooled] = pooled.cpu().numpy()
             if progress is not None:
                 progress(len(batch))
     return out
+
+
+def _padded(n_rows):
+    """``n_rows`` rounded up to a multiple of :data:`GEMM_ROW_MULTIPLE`."""
+    return -(-n_rows // GEMM_ROW_MULTIPLE) * GEMM_ROW_MULTIPLE
+
+
+def _has_fused_relu(dtype, device):
+    """Whether oneDNN's GEMM with the ReLU fused in serves the product: in bfloat16 on the CPU, where it is
+    bit-identical to GEMM then ReLU and saves the ReLU's pass over the responses (in float32 MKL's GEMM
+    is the faster one)."""
+    return (dtype == torch.bfloat16 and torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _responses(inputs, affine, both_offsets, buffers, fused):
+    """The chunk's (n_rows, F) responses, one tensor per side, from one GEMM of ``inputs`` (n_rows, d + 1).
+
+    ``fused``: ``affine`` is (F, d + 1) and the responses come rectified from oneDNN's fused GEMM + ReLU.
+    Otherwise ``affine`` is (d + 1, F), the GEMM writes into ``buffers[0]`` and, with ``both_offsets``,
+    the negated side ``both_offsets - r`` goes to ``buffers[1]``, neither rectified yet.
+    """
+    if fused:
+        return [torch.ops.mkldnn._linear_pointwise(inputs, affine, None, "relu", [], "")]
+    responses = [buffer[:len(inputs)] for buffer in buffers]
+    torch.matmul(inputs, affine, out=responses[0])
+    if both_offsets is not None:
+        torch.sub(both_offsets, responses[0], out=responses[1])
+    return responses
+
+
+def _as_tensor(array, dtype, device):
+    """``array`` as a torch tensor of ``dtype`` on ``device``, rounded once from float32."""
+    return torch.as_tensor(np.asarray(array, dtype=np.float32), device=device).to(dtype)
 
 
 def response_std(filters, patches):
@@ -118,34 +262,54 @@ def response_std(filters, patches):
     return np.sqrt(np.clip(variances, 0.0, None))
 
 
-def chunk_size(n_positions, patch_dim, n_filters, memory_mb):
-    """Images per chunk so that one chunk's float32 responses and patches (x3) fit ``memory_mb``."""
-    per_image = n_positions * (n_filters + 3 * patch_dim) * 4
+def chunk_size(n_positions, patch_dim, n_filters, memory_mb, itemsize=4):
+    """Images per chunk so that one chunk's responses (``itemsize`` bytes per value: 4 for float32, 2
+    for bfloat16) and float32 patches (x3) fit ``memory_mb``."""
+    per_image = n_positions * (n_filters * itemsize + 3 * patch_dim * 4)
     return max(1, int(memory_mb * 2**20 // per_image))
 
 
-def _patches(pixels, patch_size, stride, eps):
-    """(n L, d) patches of float images (n, C, H, W), channel-first, normalised unless eps is None."""
-    patches = functional.unfold(pixels, patch_size, stride=stride).transpose(1, 2)  # (n, L, d)
-    if eps is not None:
-        patches = patches - patches.mean(dim=2, keepdim=True)
-        variance = patches.square().mean(dim=2, keepdim=True)
-        patches = patches * torch.rsqrt(variance + eps)
-    return patches.reshape(-1, patches.shape[2])
+def _patches(pixels, patch_size, stride, eps, out):
+    """Write the patches of float images (n, C, H, W) into ``out`` (n, h, w, d) (any strides and float
+    dtype), channel-first, normalised in float32 unless eps is None."""
+    patches = functional.unfold(pixels, patch_size, stride=stride).transpose(1, 2)  # (n, h w, d)
+    patches = patches.unflatten(1, out.shape[1:3])
+    if eps is None:
+        out.copy_(patches)
+        return
+    patches = patches - patches.mean(dim=3, keepdim=True)
+    variance = patches.square().mean(dim=3, keepdim=True)
+    torch.mul(patches, torch.rsqrt(variance + eps), out=out)
 
 
-def _pool(responses, rows, cols, pooling):
-    """Pool (n, h, w, F) responses over the grid regions -> (n, F * regions), filter-major.
+def _relu_pool(responses, rows, cols, pooling, rectified=False):
+    """ReLU (in place, unless ``rectified`` already) and pool (h, n, w, F) responses over the grid regions
+    -> float32 (n, F * regions), filter-major.
 
-    Separable: reduce the row bands first, then the column bands of the (n, grid, w, F) result.
+    Separable: each row band is reduced row by row into a float32 (n, w, F) accumulator (float32
+    accumulation for bfloat16 responses; each row a contiguous slab, rectified while in cache), then the
+    column bands of the (n, grid, w, F) row bands.
     """
+    height, n_images, width, n_filters = responses.shape
+    bands = torch.empty((n_images, len(rows) - 1, width, n_filters), dtype=torch.float32, device=responses.device)
+    for band, (r0, r1) in enumerate(zip(rows[:-1], rows[1:])):
+        _relu_reduce_rows(responses, r0, r1, pooling, rectified, out=bands[:, band])
     reduce = (lambda r, dim: r.amax(dim=dim)) if pooling == "max" else (lambda r, dim: r.sum(dim=dim))
-    bands = torch.stack([reduce(responses[:, r0:r1], 1) for r0, r1 in zip(rows[:-1], rows[1:])], dim=1)
     pooled = torch.stack([reduce(bands[:, :, c0:c1], 2) for c0, c1 in zip(cols[:-1], cols[1:])], dim=2)
     if pooling == "mean":
         counts = np.outer(np.diff(rows), np.diff(cols))[None, :, :, None]
         pooled /= torch.as_tensor(counts, dtype=pooled.dtype, device=pooled.device)
     return pooled.permute(0, 3, 1, 2).flatten(1)  # (n, F, grid, grid) -> filter-major
+
+
+def _relu_reduce_rows(responses, first, stop, pooling, rectified, out):
+    """Write into float32 ``out`` (n, w, F) the max or the sum of the rectified rows ``first:stop`` of
+    (h, n, w, F) responses (rectified here in place, unless ``rectified`` already)."""
+    combine = torch.maximum if pooling == "max" else torch.add
+    rectify = (lambda row: row) if rectified else torch.relu_
+    out.copy_(rectify(responses[first]))
+    for row in range(first + 1, stop):
+        combine(out, rectify(responses[row]), out=out)
 
 
 class ConvReLUPool(TransformerMixin, BaseEstimator):
@@ -168,6 +332,9 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         :class:`features.extreme_points.ExtremePointFilters` if None
     stride, pooling, memory_mb, device : see :func:`conv_relu_pool`
     grid : int, pool over ``grid x grid`` regions; None: 2, or the response map's shorter side if smaller
+    compute_dtype : see :func:`conv_relu_pool`; ``"auto"`` (the default) is resolved by each process where
+        ``transform`` runs (:func:`resolve_compute_dtype`): pass the resolved dtype when blocks of images are
+        transformed by other processes or machines that must agree (the training job does)
     two_sided : bool, also the responses to the negated filters, ``max(-(z u + b) - t, 0)`` (2F filters)
     threshold : float >= 0, soft threshold ``alpha`` of the ReLU, in units of each filter's response
         standard deviation ``s`` over the sampled (whitened) patches: responses are ``max(z u + b - t, 0)``
@@ -191,13 +358,14 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
                                                            Interval(RealNotInt, 0, 1, closed="right"), None],
         "whitener": [HasMethods(["fit", "transform", "fold"]), None], "filter_bank": [HasMethods(["fit"]), None],
         "stride": [POSITIVE_INT], "pooling": [StrOptions(set(POOLINGS))], "grid": [POSITIVE_INT, None],
-        "memory_mb": [POSITIVE], "device": DEVICE, "two_sided": ["boolean"], "threshold": [NON_NEGATIVE],
+        "memory_mb": [POSITIVE], "device": DEVICE, "compute_dtype": [StrOptions(set(COMPUTE_DTYPES))],
+        "two_sided": ["boolean"], "threshold": [NON_NEGATIVE],
         "image_shape": IMAGE_SHAPE, "random_state": RANDOM_STATE, "verbose": ["verbose"],
     }
 
     def __init__(self, patch_size=None, n_patches=None, whitener=None, filter_bank=None, stride=1,
-                 pooling="sum", grid=None, memory_mb=32, device="cpu", two_sided=False, threshold=0.0,
-                 image_shape=None, random_state=None, verbose=0):
+                 pooling="sum", grid=None, memory_mb=32, device="cpu", compute_dtype="auto", two_sided=False,
+                 threshold=0.0, image_shape=None, random_state=None, verbose=0):
         self.patch_size = patch_size
         self.n_patches = n_patches
         self.whitener = whitener
@@ -207,6 +375,7 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         self.grid = grid
         self.memory_mb = memory_mb
         self.device = device
+        self.compute_dtype = compute_dtype
         self.two_sided = two_sided
         self.threshold = threshold
         self.image_shape = image_shape
@@ -256,7 +425,7 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
                 images, self.weights_[:, :n_filters], self.offset_[:n_filters], patch_size=self.patch_size_,
                 eps=self.whitener_.eps, normalize=self.whitener_.normalize, stride=self.stride,
                 pooling=self.pooling, grid=self.grid_, memory_mb=self.memory_mb, device=self.device,
-                negated_offset=negated_offset, progress=bar.update)
+                negated_offset=negated_offset, compute_dtype=self.compute_dtype, progress=bar.update)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

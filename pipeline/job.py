@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from features import ExtremePointFilters
+from features.feature_map import compute_dtype_report
 
 from .baselines import CuttingPlaneNetwork, WhiteningError
 from .cached_stages import CachedStages
@@ -71,6 +72,8 @@ def fit_convex_rf(config, train_set, eval_set, stages, log):
     """Algorithm 2 through the cached stages. Returns the model, the (train, evaluation) predicted label
     indices and the metrics particular to Convex-RF (filters, features, output layer, ridge read-out)."""
     classes = np.asarray(train_set.classes)
+    compute = compute_dtype_report(config["features"]["compute_dtype"], config["features"]["device"])
+    log(f"[features] compute dtype {compute['used']} ({compute['reason']})")
     model = build_model(config).fit(train_set.images, classes[train_set.labels], stages=stages)
     log_filters(config, model.features_.filter_bank_, log)
     # the fit's own stage results, by their keys: nothing is computed again
@@ -90,6 +93,7 @@ def fit_convex_rf(config, train_set, eval_set, stages, log):
         "n_filters": len(model.features_.filter_bank_.filters_),
         "filter_method": config["filters"]["method"],
         **extreme_point_certificates(model.features_.filter_bank_),
+        "features_compute_dtype": compute,
         "n_features": int(train_features.shape[1]),
         "n_features_used": n_used,
         "beta": float(output_layer.beta_),

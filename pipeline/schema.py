@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from features import (ConvReLUPool, ExtremePointFilters, GaussianFilters, KMeansFilters, PatchWhitener,
                       RandomPatchFilters)
+from features.feature_map import resolve_compute_dtype
 from features.parameters import N_JOBS, NON_NEGATIVE_INT, StrOptions
 
 from .baselines import BackpropNetwork, ClosedFormNetwork, CuttingPlaneNetwork, LeastSquaresClassifier
@@ -123,9 +124,14 @@ def build_filter_bank(config):
 
 
 def build_model(config):
-    """The :class:`pipeline.ConvexRFClassifier` that a job config describes."""
-    feature_map = ConvReLUPool(**owned(config, "patches", ConvReLUPool), **owned(config, "features", ConvReLUPool),
-                               whitener=PatchWhitener(**owned(config, "patches", PatchWhitener)),
+    """The :class:`pipeline.ConvexRFClassifier` that a job config describes.
+
+    ``features.compute_dtype: auto`` is resolved here, once (:func:`features.feature_map.resolve_compute_dtype`):
+    every block of images, also on workers, is computed in one dtype, and the stage key names it.
+    """
+    settings = {**owned(config, "patches", ConvReLUPool), **owned(config, "features", ConvReLUPool)}
+    settings["compute_dtype"] = resolve_compute_dtype(settings["compute_dtype"], settings["device"])
+    feature_map = ConvReLUPool(**settings, whitener=PatchWhitener(**owned(config, "patches", PatchWhitener)),
                                filter_bank=build_filter_bank(config), random_state=config["seed"], verbose=1)
     return ConvexRFClassifier(features=feature_map, output_layer=L1OutputLayer(**owned(config, "output", L1OutputLayer)))
 
