@@ -187,11 +187,7 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
     # the negated side is read from the first before that is overwritten in place
     buffer_rows = min(chunk, n_images) * n_positions
     inputs = torch.ones((buffer_rows, patch_dim + 1), dtype=dtype, device=device)
-    fused = n_sides == 1 and _has_fused_relu(dtype, device)
-    if fused:
-        affine = affine.T.contiguous()  # oneDNN's linear layout, (F, d + 1)
-    buffers = [] if fused else [torch.empty((buffer_rows, n_filters), dtype=dtype, device=device)
-                                for _ in range(n_sides)]
+    buffers = [torch.empty((buffer_rows, n_filters), dtype=dtype, device=device) for _ in range(n_sides)]
     with torch.inference_mode():
         for start in range(0, n_images, chunk):
             # a private copy: the input may be a read-only memory map, and is never written to
@@ -200,38 +196,16 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
             n_rows = len(batch) * n_positions
             patches = inputs[:n_rows, :patch_dim].view(rows[-1], len(batch), cols[-1], patch_dim)
             _patches(pixels, patch_size, stride, eps if normalize else None, out=patches.permute(1, 0, 2, 3))
-            responses = _responses(inputs[:n_rows], affine, both_offsets, buffers, fused)
+            responses = [buffer[:n_rows] for buffer in buffers]
+            torch.matmul(inputs[:n_rows], affine, out=responses[0])
+            if both_offsets is not None:
+                torch.sub(both_offsets, responses[0], out=responses[1])
             for side, response in enumerate(responses):
-                pooled = _relu_pool(response.view(rows[-1], len(batch), cols[-1], n_filters), rows, cols, pooling,
-                                    rectified=fused)
+                pooled = _relu_pool(response.view(rows[-1], len(batch), cols[-1], n_filters), rows, cols, pooling)
                 out[start:start + len(batch), side * n_pooled:(side + 1) * n_pooled] = pooled.cpu().numpy()
             if progress is not None:
                 progress(len(batch))
     return out
-
-
-def _has_fused_relu(dtype, device):
-    """Whether oneDNN's GEMM with the ReLU fused in serves the product: in bfloat16 on the CPU, where it is
-    bit-identical to GEMM then ReLU and saves the ReLU's pass over the responses (in float32 MKL's GEMM
-    is the faster one)."""
-    return (dtype == torch.bfloat16 and torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
-
-
-def _responses(inputs, affine, both_offsets, buffers, fused):
-    """The chunk's (n_rows, F) responses, one tensor per side, from one GEMM of ``inputs`` (n_rows, d + 1).
-
-    ``fused``: ``affine`` is (F, d + 1) and the responses come rectified from oneDNN's fused GEMM + ReLU.
-    Otherwise ``affine`` is (d + 1, F), the GEMM writes into ``buffers[0]`` and, with ``both_offsets``,
-    the negated side ``both_offsets - r`` goes to ``buffers[1]``, neither rectified yet.
-    """
-    if fused:
-        return [torch.ops.mkldnn._linear_pointwise(inputs, affine, None, "relu", [], "")]
-    responses = [buffer[:len(inputs)] for buffer in buffers]
-    torch.matmul(inputs, affine, out=responses[0])
-    if both_offsets is not None:
-        torch.sub(both_offsets, responses[0], out=responses[1])
-    return responses
 
 
 def _as_tensor(array, dtype, device):
@@ -270,9 +244,9 @@ def _patches(pixels, patch_size, stride, eps, out):
     torch.mul(patches, torch.rsqrt(variance + eps), out=out)
 
 
-def _relu_pool(responses, rows, cols, pooling, rectified=False):
-    """ReLU (in place, unless ``rectified`` already) and pool (h, n, w, F) responses over the grid regions
-    -> float32 (n, F * regions), filter-major.
+def _relu_pool(responses, rows, cols, pooling):
+    """ReLU (in place) and pool (h, n, w, F) responses over the grid regions -> float32 (n, F * regions),
+    filter-major.
 
     Separable: each row band is reduced row by row into a float32 (n, w, F) accumulator (float32
     accumulation for bfloat16 responses; each row a contiguous slab, rectified while in cache), then the
@@ -281,7 +255,7 @@ def _relu_pool(responses, rows, cols, pooling, rectified=False):
     height, n_images, width, n_filters = responses.shape
     bands = torch.empty((n_images, len(rows) - 1, width, n_filters), dtype=torch.float32, device=responses.device)
     for band, (r0, r1) in enumerate(zip(rows[:-1], rows[1:])):
-        _relu_reduce_rows(responses, r0, r1, pooling, rectified, out=bands[:, band])
+        _relu_reduce_rows(responses, r0, r1, pooling, out=bands[:, band])
     reduce = (lambda r, dim: r.amax(dim=dim)) if pooling == "max" else (lambda r, dim: r.sum(dim=dim))
     pooled = torch.stack([reduce(bands[:, :, c0:c1], 2) for c0, c1 in zip(cols[:-1], cols[1:])], dim=2)
     if pooling == "mean":
@@ -290,14 +264,13 @@ def _relu_pool(responses, rows, cols, pooling, rectified=False):
     return pooled.permute(0, 3, 1, 2).flatten(1)  # (n, F, grid, grid) -> filter-major
 
 
-def _relu_reduce_rows(responses, first, stop, pooling, rectified, out):
+def _relu_reduce_rows(responses, first, stop, pooling, out):
     """Write into float32 ``out`` (n, w, F) the max or the sum of the rectified rows ``first:stop`` of
-    (h, n, w, F) responses (rectified here in place, unless ``rectified`` already)."""
+    (h, n, w, F) responses."""
     combine = torch.maximum if pooling == "max" else torch.add
-    rectify = (lambda row: row) if rectified else torch.relu_
-    out.copy_(rectify(responses[first]))
+    out.copy_(responses[first].relu_())
     for row in range(first + 1, stop):
-        combine(out, rectify(responses[row]), out=out)
+        combine(out, responses[row].relu_(), out=out)
 
 
 class ConvReLUPool(TransformerMixin, BaseEstimator):

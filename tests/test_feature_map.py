@@ -314,18 +314,3 @@ def test_an_unknown_compute_dtype_is_refused():
         ConvReLUPool(patch_size=3, n_patches=10, compute_dtype="float16").fit(images)
     with pytest.raises(ValueError, match="compute_dtype must be one of"):
         conv_relu_pool(images, np.ones((9, 1)), np.zeros(1), patch_size=3, eps=0.1, compute_dtype="half")
-
-
-@pytest.mark.parametrize("pooling", ["sum", "max"])
-def test_the_fused_gemm_and_relu_gives_the_features_of_gemm_then_relu(monkeypatch, pooling):
-    """One-sided bfloat16 on the CPU takes oneDNN's GEMM with the ReLU fused in; the same features as the
-    GEMM into a buffer, rectified by the pooling."""
-    if not feature_map._has_fused_relu(torch.bfloat16, "cpu"):
-        pytest.skip("this torch has no oneDNN fused GEMM + ReLU: the unfused path is the only one")
-    rng = np.random.default_rng(10)
-    images = rng.integers(0, 256, size=(5, 12, 12, 3), dtype=np.uint8)
-    weights, offset = rng.normal(size=(27, 40)), rng.normal(size=40)
-    options = dict(patch_size=3, eps=0.01, pooling=pooling, compute_dtype="bfloat16", memory_mb=0.1)
-    fused = conv_relu_pool(images, weights, offset, **options)
-    monkeypatch.setattr(feature_map, "_has_fused_relu", lambda dtype, device: False)
-    np.testing.assert_array_equal(fused, conv_relu_pool(images, weights, offset, **options))
