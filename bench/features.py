@@ -45,7 +45,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data import DatasetError, load_splits  # noqa: E402
-from features.feature_map import TORCH_DTYPES, calibrate, chunk_size, conv_relu_pool  # noqa: E402
+from features.compute_dtype import TORCH_DTYPES, calibrate  # noqa: E402
+from features.feature_map import chunk_size, conv_relu_pool  # noqa: E402
 from filters import blas_description, load_images  # noqa: E402  (bench/filters.py)
 from pipeline.storage import FeatureStore  # noqa: E402
 from pipeline import L1OutputLayer  # noqa: E402

@@ -14,8 +14,6 @@ calibration product (:func:`calibrate`), not by the processor's name.
 """
 
 import numbers
-import time
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from .extreme_points import ExtremePointFilters
+from .compute_dtype import COMPUTE_DTYPES, TORCH_DTYPES, resolve_compute_dtype
 from .images import check_images, pixel_scale
 from .parameters import (DEVICE, IMAGE_SHAPE, NON_NEGATIVE, POSITIVE, POSITIVE_INT, RANDOM_STATE, HasMethods,
                          Interval, RealNotInt, StrOptions)
@@ -35,98 +34,10 @@ from .whitening import PatchWhitener
 POOLINGS = ("max", "sum", "mean")
 # What the None defaults of ConvReLUPool resolve to, where the images allow it.
 DEFAULT_PATCH_SIZE, DEFAULT_N_PATCHES, DEFAULT_GRID = 5, 1000, 2
-COMPUTE_DTYPES = ("float32", "bfloat16", "auto")
 # The feature GEMM runs on a multiple of this many rows (padded): BLAS kernels round a row's dot products
 # differently for a handful of rows than for many, so without it an image's features would depend on how
 # many images share its chunk (e.g. 1 x 1 images, one row each).
 GEMM_ROW_MULTIPLE = 64
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-# The calibration product: (rows x patch values) @ (patch values x filters), the shape of a feature GEMM
-# (CIFAR-10's 6 x 6 x 3 patches) at about 0.5 GFLOP: a few ms in either dtype where bfloat16 is fast.
-CALIBRATION_SHAPE = (4096, 108, 512)
-# "auto" computes in bfloat16 where its product runs at least this many times as fast as float32's.
-BFLOAT16_MIN_SPEEDUP = 1.5
-
-
-class Calibration(NamedTuple):
-    """What ``compute_dtype="auto"`` chose on one device, and the product speeds (GFLOP/s) it chose by."""
-
-    compute_dtype: str
-    bfloat16_gflops: float
-    float32_gflops: float
-
-
-_calibrations = {}  # torch device string -> Calibration, measured once per process
-
-
-def product_gflops(device, shape=CALIBRATION_SHAPE, repeats=5):
-    """{"float32": GFLOP/s, "bfloat16": GFLOP/s} of one ``(m, d) @ (d, F)`` product (``shape = (m, d, F)``)
-    on ``device``: the fastest of ``repeats`` timed runs after a warm-up one, the two dtypes in turn (so that
-    other load on the machine slows both alike); 0.0 for a dtype the device cannot multiply."""
-    rows, depth, columns = shape
-    generator = torch.Generator().manual_seed(0)
-    left, right = (torch.randn(size, generator=generator).to(device) for size in ((rows, depth), (depth, columns)))
-    operands = {}
-    for name, dtype in TORCH_DTYPES.items():
-        operands[name] = (left.to(dtype), right.to(dtype), torch.empty((rows, columns), dtype=dtype, device=device))
-    seconds = {name: [] for name in operands}
-    for _ in range(repeats + 1):
-        for name in list(operands):
-            try:
-                seconds[name].append(_product_seconds(*operands[name]))
-            except RuntimeError:  # e.g. no GEMM kernel for this dtype on this device
-                del operands[name]
-    return {name: 2.0 * rows * depth * columns / min(times[1:]) / 1e9 if len(times) > 1 else 0.0
-            for name, times in seconds.items()}
-
-
-def _product_seconds(left, right, product):
-    """Wall-clock seconds of ``torch.matmul(left, right, out=product)``, the device synchronised."""
-    _synchronize(left.device)
-    start = time.perf_counter()
-    torch.matmul(left, right, out=product)
-    _synchronize(left.device)
-    return time.perf_counter() - start
-
-
-def _synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def calibrate(device="cpu"):
-    """The :class:`Calibration` of ``device``: bfloat16 where its product is at least
-    :data:`BFLOAT16_MIN_SPEEDUP` times as fast as float32's, measured once per process and device."""
-    key = str(torch.device(device))
-    if key not in _calibrations:
-        with torch.inference_mode():
-            speeds = product_gflops(device)
-        fast = speeds["bfloat16"] > 0 and speeds["bfloat16"] >= BFLOAT16_MIN_SPEEDUP * speeds["float32"]
-        _calibrations[key] = Calibration("bfloat16" if fast else "float32", speeds["bfloat16"], speeds["float32"])
-    return _calibrations[key]
-
-
-def compute_dtype_report(compute_dtype, device="cpu"):
-    """What ``compute_dtype`` resolves to on ``device``, for logs and metrics: a dict of ``requested``,
-    ``used`` and ``reason`` (a phrase), and for ``"auto"`` the calibration's ``bfloat16_gflops`` and
-    ``float32_gflops``."""
-    used = resolve_compute_dtype(compute_dtype, device)
-    report = {"requested": compute_dtype, "used": used, "reason": "set explicitly"}
-    if compute_dtype == "auto":
-        speeds = calibrate(device)
-        report.update(bfloat16_gflops=round(speeds.bfloat16_gflops, 1), float32_gflops=round(speeds.float32_gflops, 1),
-                      reason=f"calibration: bf16 {speeds.bfloat16_gflops:.0f} GFLOP/s vs fp32 "
-                             f"{speeds.float32_gflops:.0f} GFLOP/s")
-    return report
-
-
-def resolve_compute_dtype(compute_dtype, device="cpu"):
-    """``"float32"`` or ``"bfloat16"``: ``compute_dtype`` itself, or the calibration's choice for ``"auto"``."""
-    if compute_dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
-    return calibrate(device).compute_dtype if compute_dtype == "auto" else compute_dtype
-
 
 def output_size(image_size, patch_size, stride):
     """Number of valid patch positions along one image axis."""
@@ -194,11 +105,7 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
     # the negated side is read from the first before that is overwritten in place
     buffer_rows = _padded(min(chunk, n_images) * n_positions)
     inputs = torch.ones((buffer_rows, patch_dim + 1), dtype=dtype, device=device)
-    fused = n_sides == 1 and _has_fused_relu(dtype, device)
-    if fused:
-        affine = affine.T.contiguous()  # oneDNN's linear layout, (F, d + 1)
-    buffers = [] if fused else [torch.empty((buffer_rows, n_filters), dtype=dtype, device=device)
-                                for _ in range(n_sides)]
+    buffers = [torch.empty((buffer_rows, n_filters), dtype=dtype, device=device) for _ in range(n_sides)]
     with torch.inference_mode():
         for start in range(0, n_images, chunk):
             # a private copy: the input may be a read-only memory map, and is never written to
@@ -207,10 +114,13 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
             n_rows = len(batch) * n_positions
             patches = inputs[:n_rows, :patch_dim].view(rows[-1], len(batch), cols[-1], patch_dim)
             _patches(pixels, patch_size, stride, eps if normalize else None, out=patches.permute(1, 0, 2, 3))
-            responses = [r[:n_rows] for r in _responses(inputs[:_padded(n_rows)], affine, both_offsets, buffers, fused)]
+            # the GEMM on padded rows (GEMM_ROW_MULTIPLE); the rows past n_rows are discarded
+            torch.matmul(inputs[:_padded(n_rows)], affine, out=buffers[0][:_padded(n_rows)])
+            responses = [buffer[:n_rows] for buffer in buffers]
+            if both_offsets is not None:
+                torch.sub(both_offsets, responses[0], out=responses[1])
             for side, response in enumerate(responses):
-                pooled = _relu_pool(response.view(rows[-1], len(batch), cols[-1], n_filters), rows, cols, pooling,
-                                    rectified=fused)
+                pooled = _relu_pool(response.view(rows[-1], len(batch), cols[-1], n_filters), rows, cols, pooling)
                 out[start:start + len(batch), side * n_pooled:(side + 1) * n_pooled] = pooled.cpu().numpy()
             if progress is not None:
                 progress(len(batch))
@@ -220,30 +130,6 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
 def _padded(n_rows):
     """``n_rows`` rounded up to a multiple of :data:`GEMM_ROW_MULTIPLE`."""
     return -(-n_rows // GEMM_ROW_MULTIPLE) * GEMM_ROW_MULTIPLE
-
-
-def _has_fused_relu(dtype, device):
-    """Whether oneDNN's GEMM with the ReLU fused in serves the product: in bfloat16 on the CPU, where it is
-    bit-identical to GEMM then ReLU and saves the ReLU's pass over the responses (in float32 MKL's GEMM
-    is the faster one)."""
-    return (dtype == torch.bfloat16 and torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
-
-
-def _responses(inputs, affine, both_offsets, buffers, fused):
-    """The chunk's (n_rows, F) responses, one tensor per side, from one GEMM of ``inputs`` (n_rows, d + 1).
-
-    ``fused``: ``affine`` is (F, d + 1) and the responses come rectified from oneDNN's fused GEMM + ReLU.
-    Otherwise ``affine`` is (d + 1, F), the GEMM writes into ``buffers[0]`` and, with ``both_offsets``,
-    the negated side ``both_offsets - r`` goes to ``buffers[1]``, neither rectified yet.
-    """
-    if fused:
-        return [torch.ops.mkldnn._linear_pointwise(inputs, affine, None, "relu", [], "")]
-    responses = [buffer[:len(inputs)] for buffer in buffers]
-    torch.matmul(inputs, affine, out=responses[0])
-    if both_offsets is not None:
-        torch.sub(both_offsets, responses[0], out=responses[1])
-    return responses
 
 
 def _as_tensor(array, dtype, device):
@@ -282,9 +168,9 @@ def _patches(pixels, patch_size, stride, eps, out):
     torch.mul(patches, torch.rsqrt(variance + eps), out=out)
 
 
-def _relu_pool(responses, rows, cols, pooling, rectified=False):
-    """ReLU (in place, unless ``rectified`` already) and pool (h, n, w, F) responses over the grid regions
-    -> float32 (n, F * regions), filter-major.
+def _relu_pool(responses, rows, cols, pooling):
+    """ReLU (in place) and pool (h, n, w, F) responses over the grid regions -> float32 (n, F * regions),
+    filter-major.
 
     Separable: each row band is reduced row by row into a float32 (n, w, F) accumulator (float32
     accumulation for bfloat16 responses; each row a contiguous slab, rectified while in cache), then the
@@ -293,7 +179,7 @@ def _relu_pool(responses, rows, cols, pooling, rectified=False):
     height, n_images, width, n_filters = responses.shape
     bands = torch.empty((n_images, len(rows) - 1, width, n_filters), dtype=torch.float32, device=responses.device)
     for band, (r0, r1) in enumerate(zip(rows[:-1], rows[1:])):
-        _relu_reduce_rows(responses, r0, r1, pooling, rectified, out=bands[:, band])
+        _relu_reduce_rows(responses, r0, r1, pooling, out=bands[:, band])
     reduce = (lambda r, dim: r.amax(dim=dim)) if pooling == "max" else (lambda r, dim: r.sum(dim=dim))
     pooled = torch.stack([reduce(bands[:, :, c0:c1], 2) for c0, c1 in zip(cols[:-1], cols[1:])], dim=2)
     if pooling == "mean":
@@ -302,14 +188,13 @@ def _relu_pool(responses, rows, cols, pooling, rectified=False):
     return pooled.permute(0, 3, 1, 2).flatten(1)  # (n, F, grid, grid) -> filter-major
 
 
-def _relu_reduce_rows(responses, first, stop, pooling, rectified, out):
+def _relu_reduce_rows(responses, first, stop, pooling, out):
     """Write into float32 ``out`` (n, w, F) the max or the sum of the rectified rows ``first:stop`` of
-    (h, n, w, F) responses (rectified here in place, unless ``rectified`` already)."""
+    (h, n, w, F) responses."""
     combine = torch.maximum if pooling == "max" else torch.add
-    rectify = (lambda row: row) if rectified else torch.relu_
-    out.copy_(rectify(responses[first]))
+    out.copy_(responses[first].relu_())
     for row in range(first + 1, stop):
-        combine(out, rectify(responses[row]), out=out)
+        combine(out, responses[row].relu_(), out=out)
 
 
 class ConvReLUPool(TransformerMixin, BaseEstimator):

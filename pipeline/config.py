@@ -116,14 +116,15 @@ def validate(config):
                 for problem in _problems(name, setting.constraints, value)]
     if problems:
         return problems
+    problems = [f"{section}.device is cuda but torch finds no CUDA device here: use cpu"
+                for section in ("features", "backprop") if config[section]["device"] == "cuda" and not _cuda_available()]
+    if problems:  # building the model would calibrate its compute dtype on the missing device
+        return problems
     problems += data_source(config).problems()
     try:
         build_model(config).output_layer.check_params()
     except ValueError as error:
         problems.append(f"output: {error}")
-    for section in ("features", "backprop"):
-        if config[section]["device"] == "cuda" and not _cuda_available():
-            problems.append(f"{section}.device is cuda but torch finds no CUDA device here: use cpu")
     return problems
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from features import ExtremePointFilters
-from features.feature_map import compute_dtype_report
+from features.compute_dtype import compute_dtype_report
 
 from .baselines import CuttingPlaneNetwork, WhiteningError
 from .cached_stages import CachedStages

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from features import (ConvReLUPool, ExtremePointFilters, GaussianFilters, KMeansFilters, PatchWhitener,
                       RandomPatchFilters)
-from features.feature_map import resolve_compute_dtype
+from features.compute_dtype import resolve_compute_dtype
 from features.parameters import N_JOBS, NON_NEGATIVE_INT, StrOptions
 
 from .baselines import BackpropNetwork, ClosedFormNetwork, CuttingPlaneNetwork, LeastSquaresClassifier

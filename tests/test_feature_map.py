@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from features import feature_map
-from features.feature_map import ConvReLUPool, calibrate, conv_relu_pool, region_edges, resolve_compute_dtype
+from features.compute_dtype import calibrate
+from features.feature_map import ConvReLUPool, conv_relu_pool, region_edges
 from features.whitening import PatchWhitener
 
 # bfloat16 keeps 8 significant bits: unit roundoff u = 2**-9 (about 2e-3). The normalised patches q and the
@@ -264,69 +264,9 @@ def test_sum_pooling_of_bfloat16_responses_accumulates_in_float32():
     assert got[0, 0] == 48 * 48 * (1 + 2.0**-7)
 
 
-@pytest.fixture
-def fake_speeds(monkeypatch):
-    """Replace the calibration product by given speeds (GFLOP/s per dtype) on a fresh calibration cache."""
-    calls = []
-
-    def install(float32, bfloat16):
-        monkeypatch.setattr(feature_map, "_calibrations", {})
-        monkeypatch.setattr(feature_map, "product_gflops",
-                            lambda device: calls.append(device) or {"float32": float32, "bfloat16": bfloat16})
-        return calls
-
-    return install
-
-
-@pytest.mark.parametrize("bfloat16_gflops, expected", [(100.0, "float32"), (140.0, "float32"), (160.0, "bfloat16")])
-def test_auto_computes_in_bfloat16_only_where_its_product_is_fast(fake_speeds, bfloat16_gflops, expected):
-    calls = fake_speeds(float32=100.0, bfloat16=bfloat16_gflops)
-    assert resolve_compute_dtype("auto") == expected
-    assert calibrate("cpu") == (expected, bfloat16_gflops, 100.0)
-    assert calls == ["cpu"]  # measured once per process and device
-    assert feature_map.compute_dtype_report("auto")["used"] == expected
-    assert resolve_compute_dtype("bfloat16") == "bfloat16" and resolve_compute_dtype("float32") == "float32"
-
-
-def test_auto_falls_back_to_float32_features_where_bfloat16_is_slow(fake_speeds):
-    fake_speeds(float32=100.0, bfloat16=20.0)
-    images = np.random.default_rng(9).integers(0, 256, size=(4, 10, 10, 3), dtype=np.uint8)
-    model = ConvReLUPool(patch_size=3, n_patches=60, random_state=0).fit(images)
-    assert model.compute_dtype == "auto"
-    np.testing.assert_array_equal(model.transform(images),
-                                  model.set_params(compute_dtype="float32").transform(images))
-
-
-def test_the_calibration_measures_both_products_on_this_machine():
-    """No timing assertion: the speeds are positive and the choice is one of the two dtypes."""
-    choice = calibrate("cpu")
-    assert choice.compute_dtype in ("float32", "bfloat16")
-    assert choice.float32_gflops > 0 and choice.bfloat16_gflops > 0
-
-def test_a_dtype_that_the_device_cannot_multiply_calibrates_to_zero(monkeypatch):
-    monkeypatch.setitem(feature_map.TORCH_DTYPES, "bfloat16", torch.bool)  # no GEMM kernel for bool
-    speeds = feature_map.product_gflops("cpu", shape=(64, 8, 16), repeats=1)
-    assert speeds["bfloat16"] == 0.0 and speeds["float32"] > 0
-
-
 def test_an_unknown_compute_dtype_is_refused():
     images = np.zeros((2, 8, 8, 1), dtype=np.uint8)
     with pytest.raises(ValueError, match="compute_dtype"):
         ConvReLUPool(patch_size=3, n_patches=10, compute_dtype="float16").fit(images)
     with pytest.raises(ValueError, match="compute_dtype must be one of"):
         conv_relu_pool(images, np.ones((9, 1)), np.zeros(1), patch_size=3, eps=0.1, compute_dtype="half")
-
-
-@pytest.mark.parametrize("pooling", ["sum", "max"])
-def test_the_fused_gemm_and_relu_gives_the_features_of_gemm_then_relu(monkeypatch, pooling):
-    """One-sided bfloat16 on the CPU takes oneDNN's GEMM with the ReLU fused in; the same features as the
-    GEMM into a buffer, rectified by the pooling."""
-    if not feature_map._has_fused_relu(torch.bfloat16, "cpu"):
-        pytest.skip("this torch has no oneDNN fused GEMM + ReLU: the unfused path is the only one")
-    rng = np.random.default_rng(10)
-    images = rng.integers(0, 256, size=(5, 12, 12, 3), dtype=np.uint8)
-    weights, offset = rng.normal(size=(27, 40)), rng.normal(size=40)
-    options = dict(patch_size=3, eps=0.01, pooling=pooling, compute_dtype="bfloat16", memory_mb=0.1)
-    fused = conv_relu_pool(images, weights, offset, **options)
-    monkeypatch.setattr(feature_map, "_has_fused_relu", lambda dtype, device: False)
-    np.testing.assert_array_equal(fused, conv_relu_pool(images, weights, offset, **options))
