@@ -28,13 +28,12 @@ from pathlib import Path
 
 from training import REPO, train_run
 
-sys.path.insert(0, str(REPO))
 
-from pipeline.storage import write_text_atomic  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.job import build_model, load_data  # noqa: E402
-from pipeline.reporting import write_report  # noqa: E402
-from pipeline.readout.ridge import ridge_readout  # noqa: E402
+from pipeline.storage import write_text_atomic
+from pipeline.config import load_config
+from pipeline.schema import build_model, data_source
+from pipeline.reporting import write_report
+from pipeline.readout.ridge import ridge_readout
 
 METHODS = ("extreme_point", "random_patches", "kmeans", "gaussian")
 KMEANS_PATCHES_PER_FILTER = 10
@@ -78,7 +77,7 @@ def ridge_row(folder, args, settings):
         return json.loads(kept.read_text())
     start = time.perf_counter()
     config = load_config(REPO / "configs" / f"{args.dataset}.yaml", settings, data_root=args.data_root)
-    train_set, test_set = load_data(config["data"], config["seed"])
+    train_set, test_set = data_source(config).load(config["seed"])
     feature_map = build_model(config).features.set_params(verbose=0).fit(train_set.images)
     train, test = feature_map.transform(train_set.images), feature_map.transform(test_set.images)
     ridge = ridge_readout(train, train_set.labels, test, test_set.labels, config["seed"])

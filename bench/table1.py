@@ -20,9 +20,8 @@ from pathlib import Path
 
 from training import REPO, train_run
 
-sys.path.insert(0, str(REPO))
 
-from pipeline.reporting import write_report  # noqa: E402
+from pipeline.reporting import write_report
 
 MODELS = ("least_squares", "closed_form", "cutting_plane", "backprop", "convex_rf")
 # Training images per model where its cost demands a subsample: the closed form needs n <= rank of the

@@ -1,6 +1,6 @@
 """Benchmark of the extreme-point filter stage on real CIFAR-10 patches.
 
-    python bench/filters.py [--sizes 1000,4000,16000,40000] [--json FILE] [--data-root DIR]
+    python bench/filter_stage.py [--sizes 1000,4000,16000,40000] [--json FILE] [--data-root DIR]
 
 For each patch count P: normalised, ZCA-whitened 6x6x3 patches sampled from the CIFAR-10 training
 images (a synthetic fallback when the images are not found), all P filters computed by
@@ -31,12 +31,11 @@ import scipy.optimize
 import scipy.sparse
 from threadpoolctl import threadpool_info
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data import DatasetError, load_splits  # noqa: E402
-from features.extreme_points import extreme_point_filters  # noqa: E402
-from features.patches import normalize_patches, sample_patches  # noqa: E402
-from features.whitening import ZCAWhitener  # noqa: E402
+from data import DatasetError, load_splits
+from features.extreme_points import extreme_point_filters
+from features.patches import normalize_patches, sample_patches
+from features.whitening import ZCAWhitener
 
 PATCH_SIZE, EPS, ZCA_EPS = 6, 0.01, 0.1
 

@@ -1,6 +1,6 @@
 """Benchmark of the feature stage (conv + ReLU + pool), float32 and bfloat16, and of the out-of-core output layer.
 
-    python bench/features.py [--filters 1600,4000,16000] [--images 256] [--repeats 2] [--json FILE]
+    python bench/feature_stage.py [--filters 1600,4000,16000] [--images 256] [--repeats 2] [--json FILE]
                              [--data-root DIR]
 
 ``--json FILE`` writes the throughput rows (a list, one object per filter count: ``filters``,
@@ -33,7 +33,6 @@
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -42,14 +41,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data import DatasetError, load_splits  # noqa: E402
-from features.compute_dtype import TORCH_DTYPES, calibrate  # noqa: E402
-from features.feature_map import chunk_size, conv_relu_pool  # noqa: E402
-from filters import blas_description, load_images  # noqa: E402  (bench/filters.py)
-from pipeline.storage import FeatureStore  # noqa: E402
-from pipeline import L1OutputLayer  # noqa: E402
+from data import DatasetError, load_splits
+from features.compute_dtype import TORCH_DTYPES, calibrate
+from features.feature_map import chunk_size, conv_relu_pool
+from filter_stage import blas_description, load_images  # (bench/filter_stage.py)
+from pipeline.storage import FeatureStore
+from pipeline import L1OutputLayer
 
 PATCH_SIZE, POSITIONS, PATCH_DIM, MEMORY_MB = 6, 27 * 27, 108, 32
 CIFAR10_IMAGES = 60_000  # training and test images: the two feature stages of a CIFAR-10 job

@@ -1,6 +1,6 @@
 """Benchmark of the l1 output layer's settings on real features (issue 7).
 
-    python bench/output_layer.py [--data-root DIR] [--images 12000] [--patches 1000] [--json FILE]
+    python bench/output_layer_fit.py [--data-root DIR] [--images 12000] [--patches 1000] [--json FILE]
 
 Features of ``configs/mnist.yaml`` (its patches, encoding and pooling; ``--patches`` of them) on a seeded
 stratified subsample of ``--images`` MNIST training images, split 80/20 into fit and validation rows.
@@ -28,15 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from filters import blas_description  # (bench/filters.py)
+from filter_stage import blas_description  # (bench/filter_stage.py)
 from training import REPO
 
-sys.path.insert(0, str(REPO))
 
-from pipeline import L1OutputLayer  # noqa: E402
-from pipeline.readout import solve, working_set  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.job import build_model, load_data  # noqa: E402
+from pipeline import L1OutputLayer
+from pipeline.readout import solve, working_set
+from pipeline.config import load_config
+from pipeline.schema import build_model, data_source
 
 
 def parse_args(argv):
@@ -52,7 +51,7 @@ def features(args):
     """(fit features, fit labels, validation features, validation labels, output-layer config)."""
     config = load_config(REPO / "configs" / "mnist.yaml", [f"data.n_train={args.images}", "data.validation_fraction=0.2",
                                                            f"patches.count={args.patches}"], data_root=args.data_root)
-    fit_set, validation_set = load_data(config["data"], config["seed"])
+    fit_set, validation_set = data_source(config).load(config["seed"])
     feature_map = build_model(config).features.set_params(verbose=0).fit(fit_set.images)
     return (feature_map.transform(fit_set.images), fit_set.labels, feature_map.transform(validation_set.images),
             validation_set.labels, config["output"])
