@@ -87,7 +87,8 @@ def report(args):
 def predict(args):
     import torch
 
-    from data.image_files import check_predictions_csv, read_images_for_prediction, write_predictions_csv
+    from data.image_files import read_images_for_prediction
+    from pipeline.reporting.predictions import check_predictions_csv, write_predictions_csv
     from pipeline import ConfigError
     from pipeline.model_files import load_classifier
 
