@@ -95,7 +95,8 @@ class CachedStages:
 
     def transform(self, name, estimator, X):
         """``estimator.transform(X)``: an array, or a :class:`pipeline.storage.FeatureStore` with
-        ``storage="disk"`` (computed block by block, resumed after a kill)."""
+        ``storage="disk"`` (resumed after a kill); computed in blocks of ``BLOCK_ROWS`` rows either way,
+        with a progress line at least once a minute (:class:`ProgressLog`, for logs without a terminal)."""
         key = self._key(name, estimator, X, None, **vars(self.storage))
         if key in self._results:
             return self._results[key]
@@ -117,11 +118,13 @@ class CachedStages:
         if arrays is not None:
             self.log(f"[{name}] loaded from {self.cache.path(name, key)}")
             return arrays["array"]
-        if self.storage.n_jobs == 1 and self.storage.scheduler is None:
-            value = Uncached().transform(name, estimator, X)
-        else:
-            value = np.concatenate([block for _, block in map_blocks(
-                estimator.transform, X, BLOCK_ROWS, self.storage.n_jobs, self.storage.scheduler)])
+        value, report = None, ProgressLog(name, len(X), self.log)
+        for start, block in map_blocks(estimator.transform, X, BLOCK_ROWS, self.storage.n_jobs,
+                                       self.storage.scheduler):
+            if value is None:
+                value = np.empty((len(X), *block.shape[1:]), dtype=block.dtype)
+            value[start:start + len(block)] = block
+            report(start + len(block))
         self.cache.save(name, key, {"array": value})
         return value
 

@@ -52,3 +52,16 @@ def test_a_result_asked_for_again_in_one_run_is_the_same_object(tmp_path, monkey
     scaled, stages = run(tmp_path, X)
     scaler = stages.fit("scaler", CountingScaler(), X)
     assert stages.transform("scaled", scaler, X) is scaled
+
+
+def test_an_in_memory_transform_reports_progress_without_a_terminal(tmp_path, monkeypatch):
+    """The last block always logs done/total, rate and time left (and at least once a minute before it)."""
+    from pipeline import model_files
+
+    monkeypatch.setitem(model_files.REGISTRY, "CountingScaler", CountingScaler)
+    lines = []
+    stages = CachedStages(tmp_path, log=lines.append)
+    X = np.random.default_rng(2).normal(size=(600, 2))  # three blocks of BLOCK_ROWS = 256
+    scaler = stages.fit("scaler", CountingScaler(), X)
+    np.testing.assert_allclose(stages.transform("scaled", scaler, X), StandardScaler().fit_transform(X))
+    assert any(line.startswith("[scaled] 600/600 images,") and "min left" in line for line in lines)
