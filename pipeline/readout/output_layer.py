@@ -11,15 +11,18 @@ import warnings
 import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from features.parameters import NON_NEGATIVE, POSITIVE, POSITIVE_INT, StrOptions
+from features.parameters import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, StrOptions
 
 from ..class_scores import ClassScoresMixin, check_labels
-from ..storage.feature_store import ArrayFeatures, FeatureStore, standardized_columns
-from .penalties import group_norms, penalty_functions
-from .solve import MODES, solve_standardized
+from ..storage.feature_store import ArrayFeatures, FeatureStore, RowSubset, standardized_columns
+from .operators import StreamedOperator
+from .path import validated_path
+from .penalties import group_norms, penalty_functions, row_duals
+from .solve import MODES, PRECISIONS, solve_standardized
 from .working_set import STRATEGIES, solve_out_of_core
 
 try:  # scikit-learn >= 1.6
@@ -43,6 +46,26 @@ def _standardize(B, standardize):
     return Bs, mean, scale
 
 
+def _centred_one_hot(y_index, n_classes):
+    """``(Y, frequencies)``: one-hot targets (n, K) of class indices ``y_index`` minus their column means."""
+    Y = np.zeros((len(y_index), n_classes))
+    Y[np.arange(len(y_index)), y_index] = 1.0
+    frequencies = Y.mean(axis=0)
+    return Y - frequencies, frequencies
+
+
+def _stratified_split(y_index, fraction, random_state):
+    """Sorted (fit rows, held-out rows): ``fraction`` of each class held out, seeded."""
+    try:
+        fit_rows, held_out = train_test_split(np.arange(len(y_index)), test_size=fraction, stratify=y_index,
+                                              random_state=random_state)
+    except ValueError as error:
+        raise ValueError(f"beta='auto' holds out validation_fraction={fraction} of every class's rows to "
+                         f"choose the penalty, which these labels do not allow ({error}): give every class "
+                         "more rows, or set beta to a number") from error
+    return np.sort(fit_rows), np.sort(held_out)
+
+
 def _scale(std, mean, standardize):
     """Per-feature divisors: the std (1 where it is zero up to rounding, as scikit-learn's StandardScaler
     does) if ``standardize``, else ones."""
@@ -60,7 +83,9 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     mode : "penalized" | "lasso" | "bpdn"
         ``min 1/2||BW - Y||^2 + beta Omega(W)``, ``min ||BW - Y|| s.t. Omega(W) <= tau``, or
         ``min Omega(W) s.t. ||BW - Y|| <= sigma`` (B standardised/centred, Y centred one-hot).
-    beta : float, penalty (penalised mode); a fraction of ``beta_max_`` if ``relative`` else absolute
+    beta : float or "auto", penalty (penalised mode); a fraction of ``beta_max_`` if ``relative`` else
+        absolute; ``"auto"``: chosen by held-out accuracy along a warm-started path of penalties (see
+        ``validation_fraction``), then all rows are fitted at the chosen one
     tau, sigma : float, absolute constraint levels for "lasso" / "bpdn" (``relative`` does not apply)
     group : bool, row-group norm ``sum_f ||W[f, :]||_2`` (True) or l1 over all entries (False)
     relative : bool, see ``beta``
@@ -80,6 +105,16 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         squares fit on them (the relaxed lasso of Meinshausen 2007, relaxation 0): the l1 penalty selects,
         least squares estimates. ``l1_coef_`` keeps the l1 solution; ``coef_`` is then no longer its
         minimiser, so ``objective`` is larger than the l1 problem's optimum.
+    precision : "auto" | "float32" | "float64", the dtype of SPGL1's products with the compressed problem
+        (``"auto"``: float32 from ``tol >= 1e-3``; see :func:`pipeline.readout.solve.solve_standardized`)
+    max_rounds : int, most working-set rounds
+    rough_beta_rtol : float or None, penalised working-set rounds before the set settles match ``beta``
+        to this relative precision (None: to the final precision in every round)
+    validation_fraction : float, ``beta="auto"``: the stratified part of the rows held out to score the path
+    n_penalties, min_penalty_ratio : ``beta="auto"``: the path aims at ``n_penalties`` penalties from
+        ``beta_max`` geometrically down to ``min_penalty_ratio * beta_max`` (:mod:`pipeline.readout.path`)
+    patience : int, ``beta="auto"``: stop the path after this many penalties without better held-out accuracy
+    random_state : int or None, seeds the held-out split of ``beta="auto"``
     verbose : int, SPGL1 verbosity (0 silent)
 
     ``fit``, ``decision_function`` and ``predict`` take an in-memory (n, F) array or a complete
@@ -92,19 +127,27 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     tau_ (``Omega(l1_coef_)``), n_iter_ (SPGL1 iterations, all solves), beta_max_
     (``Omega*(B_std^T Y_c)``), dual_norm_ (``Omega*(B_std^T R)`` at the solution), n_solves_,
     converged_, n_features_in_, n_rounds_ (working-set rounds; 1 for a direct solve), l1_coef_ (the l1
-    solution; the same array as ``coef_`` unless ``refit``).
+    solution; the same array as ``coef_`` unless ``refit``), path_ (``beta="auto"``: one dict per solved
+    penalty: tau, beta, beta_ratio, n_features, score (held-out accuracy), seconds, n_iter, converged,
+    chosen; else None), beta_ratio_ (the chosen ``beta / beta_max`` of the path's rows, or None).
     """
 
     _parameter_constraints = {
-        "mode": [StrOptions(set(MODES))], "beta": [NON_NEGATIVE, None], "tau": [NON_NEGATIVE, None],
+        "mode": [StrOptions(set(MODES))], "beta": [NON_NEGATIVE, StrOptions({"auto"}), None], "tau": [NON_NEGATIVE, None],
         "sigma": [NON_NEGATIVE, None], "group": ["boolean"], "relative": ["boolean"], "standardize": ["boolean"],
         "max_iter": [POSITIVE_INT], "tol": [POSITIVE], "out_of_core": [StrOptions(set(STRATEGIES))],
-        "working_set": [POSITIVE_INT], "warm_start": ["boolean"], "refit": ["boolean"], "verbose": ["verbose"],
+        "working_set": [POSITIVE_INT], "warm_start": ["boolean"], "refit": ["boolean"],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "max_rounds": [POSITIVE_INT], "rough_beta_rtol": [POSITIVE, None], "validation_fraction": [FRACTION],
+        "n_penalties": [POSITIVE_INT], "min_penalty_ratio": [FRACTION], "patience": [POSITIVE_INT],
+        "random_state": ["random_state"], "verbose": ["verbose"],
     }
 
     def __init__(self, mode="penalized", beta=0.01, tau=None, sigma=None, group=True,
                  relative=True, standardize=True, max_iter=2000, tol=1e-6, out_of_core="working_set",
-                 working_set=1024, warm_start=False, refit=False, verbose=0):
+                 working_set=1024, warm_start=False, refit=False, precision="auto",
+                 max_rounds=20, rough_beta_rtol=0.05, validation_fraction=0.2, n_penalties=16,
+                 min_penalty_ratio=1e-3, patience=3, random_state=0, verbose=0):
         self.mode = mode
         self.beta = beta
         self.tau = tau
@@ -118,6 +161,14 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         self.working_set = working_set
         self.warm_start = warm_start
         self.refit = refit
+        self.precision = precision
+        self.max_rounds = max_rounds
+        self.rough_beta_rtol = rough_beta_rtol
+        self.validation_fraction = validation_fraction
+        self.n_penalties = n_penalties
+        self.min_penalty_ratio = min_penalty_ratio
+        self.patience = patience
+        self.random_state = random_state
         self.verbose = verbose
 
     # -- validation ------------------------------------------------------------------------------
@@ -125,6 +176,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     def check_params(self):
         """Validate the parameters (each against ``_parameter_constraints``, then the level the mode needs)."""
         self._validate_params()
+        if self.beta == "auto" and self.mode != "penalized":
+            raise ValueError(f"beta='auto' chooses the penalty of mode='penalized', not mode={self.mode!r}")
         needed = {"penalized": "beta", "lasso": "tau", "bpdn": "sigma"}[self.mode]
         if getattr(self, needed) is None:
             raise ValueError(f"mode={self.mode!r} needs {needed}")
@@ -161,49 +214,96 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         self.check_params()
         B, y = self._validate(B, y, reset=True)
         y, classes = check_labels(y, len(y), self)
+        self.classes_ = classes
         y_index = np.searchsorted(classes, y)
-        Y = np.zeros((len(y_index), len(classes)))
-        Y[np.arange(len(y_index)), y_index] = 1.0
-        self.intercept_ = Y.mean(axis=0)
-        Y -= self.intercept_
-        settings = dict(group=self.group, mode=self.mode, tau=self.tau, sigma=self.sigma, tol=float(self.tol),
-                        max_iter=self.max_iter, verbose=self.verbose)
+        features, Bs, strategy = self._standardization(B)
         W0 = getattr(self, "l1_coef_", None) if self.warm_start else None
         if W0 is not None and W0.shape != (self.n_features_in_, len(classes)):
             W0 = None
-        strategy = self.out_of_core
-        if not isinstance(B, FeatureStore) and B.shape[1] > self.working_set:
-            B, strategy = ArrayFeatures(B), "working_set"  # no float64 copy of B, no F x F Gram matrix
-        if isinstance(B, (FeatureStore, ArrayFeatures)):
-            self.mean_ = B.mean()
-            self.scale_ = _scale(B.std(), self.mean_, self.standardize)
-            res, beta_abs, self.n_rounds_ = solve_out_of_core(
-                B, self.mean_, self.scale_, Y, strategy=strategy, working_set=self.working_set,
-                beta=self.beta, relative=self.relative, W0=W0, **settings)
-        else:
-            Bs, self.mean_, self.scale_ = _standardize(B, self.standardize)
-            _, dual, _ = penalty_functions(self.group, len(classes))
-            beta_max = dual((Bs.T @ Y).ravel(), 1)
-            beta_abs = None
-            if self.mode == "penalized":
-                beta_abs = float(self.beta) * beta_max if self.relative else float(self.beta)
-            res = solve_standardized(Bs, Y, beta=beta_abs, beta_max=beta_max, **settings,
-                                     x0=None if W0 is None else W0.ravel())
-            self.n_rounds_ = 1
+        mode, tau, self.path_, self.beta_ratio_ = self.mode, self.tau, None, None
+        if self.beta == "auto":  # the LASSO level of the best held-out point, warm-started from its solution
+            mode, tau, W0 = "lasso", *self._validated_path(features, Bs, y_index, strategy)
+        Y, self.intercept_ = _centred_one_hot(y_index, len(classes))
+        res, beta_abs, self.n_rounds_ = self._solve(features, Bs, Y, strategy, mode, tau, W0)
         self.beta_max_ = res.beta_max
         if not res.converged:
             warnings.warn(f"L1OutputLayer ({self.mode}) did not converge: {res.message}",
                           ConvergenceWarning, stacklevel=2)
-        self.classes_ = classes
         self.l1_coef_ = res.W
-        self.coef_ = self._least_squares_on_support(B, Y, res.W) if self.refit else res.W
+        self.coef_ = self._least_squares_on_support(features, Y, res.W) if self.refit else res.W
         self.tau_ = res.tau
         self.dual_norm_ = res.dual_norm
-        self.beta_ = beta_abs if self.mode == "penalized" else res.dual_norm
+        self.beta_ = beta_abs if mode == "penalized" else res.dual_norm
         self.n_iter_ = res.n_iter
         self.n_solves_ = res.n_solves
         self.converged_ = res.converged
         return self
+
+    def _standardization(self, B):
+        """Set ``mean_`` and ``scale_``; return ``(features, Bs, strategy)``: ``features`` a reader of the
+        raw rows (:class:`pipeline.storage.FeatureStore` / :class:`pipeline.storage.ArrayFeatures`), ``Bs``
+        the (n, F) float64 standardised copy for a direct in-memory solve (None when the features are
+        solved out of core: on disk, or wider than the working set), the out-of-core strategy."""
+        if isinstance(B, FeatureStore) or B.shape[1] > self.working_set:
+            features = B if isinstance(B, FeatureStore) else ArrayFeatures(B)  # no float64 copy, no F x F Gram
+            self.mean_ = features.mean()
+            self.scale_ = _scale(features.std(), self.mean_, self.standardize)
+            return features, None, self.out_of_core if isinstance(B, FeatureStore) else "working_set"
+        Bs, self.mean_, self.scale_ = _standardize(B, self.standardize)
+        return ArrayFeatures(B), Bs, None
+
+    def _solve(self, features, Bs, Y, strategy, mode, tau, W0):
+        """Solve on ``features`` (or their standardised copy ``Bs``) with centred targets ``Y`` (n, K):
+        ``(SolveResult, absolute beta or None, working-set rounds)``."""
+        settings = dict(group=self.group, mode=mode, tau=tau, sigma=self.sigma, tol=float(self.tol),
+                        max_iter=self.max_iter, verbose=self.verbose, precision=self.precision)
+        if Bs is None:
+            return solve_out_of_core(features, self.mean_, self.scale_, Y, strategy=strategy,
+                                     working_set=self.working_set, beta=self.beta, relative=self.relative, W0=W0,
+                                     max_rounds=self.max_rounds, rough_beta_rtol=self.rough_beta_rtol, **settings)
+        _, dual, _ = penalty_functions(self.group, Y.shape[1])
+        beta_max = dual((Bs.T @ Y).ravel(), 1)
+        beta_abs = None
+        if mode == "penalized":
+            beta_abs = float(self.beta) * beta_max if self.relative else float(self.beta)
+        res = solve_standardized(Bs, Y, beta=beta_abs, beta_max=beta_max, **settings,
+                                 x0=None if W0 is None else W0.ravel())
+        return res, beta_abs, 1
+
+    def _validated_path(self, features, Bs, y_index, strategy):
+        """The penalty chosen on held-out rows (``beta="auto"``, :mod:`pipeline.readout.path`).
+
+        A stratified ``validation_fraction`` of the rows (seeded by ``random_state``) is held out; the path
+        is solved on the others (their own centred targets, the standardisation of all rows: it uses no
+        labels) and each point scored by held-out accuracy, after the least-squares refit if ``refit``.
+        Sets ``path_`` (one dict per point) and ``beta_ratio_`` (the chosen ``beta / beta_max``); returns
+        the chosen LASSO level ``tau`` and its (F, K) solution.
+        """
+        fit_rows, held_out = _stratified_split(y_index, self.validation_fraction, self.random_state)
+        fit_view, held_out_view = RowSubset(features, fit_rows), RowSubset(features, held_out)
+        fit_Bs = None if Bs is None else Bs[fit_view.rows]
+        Y, intercept = _centred_one_hot(y_index[fit_view.rows], len(self.classes_))
+        gradient = (fit_Bs.T @ Y if fit_Bs is not None else
+                    StreamedOperator(fit_view, self.mean_, self.scale_, Y.shape[1]).rmatvec(Y.ravel()))
+        duals = row_duals(np.reshape(gradient, (-1, Y.shape[1])), self.group)
+        top = int(np.argmax(duals))
+        first_slope = float(np.sum(standardized_columns(fit_view, [top], self.mean_, self.scale_) ** 2))
+
+        def solve_at(tau, W0):
+            return self._solve(fit_view, fit_Bs, Y, strategy, "lasso", tau, W0)[0]
+
+        def held_out_accuracy(W):
+            W = self._least_squares_on_support(fit_view, Y, W) if self.refit else W
+            support = np.flatnonzero(np.any(W != 0, axis=1))
+            scores = standardized_columns(held_out_view, support, self.mean_, self.scale_) @ W[support] + intercept
+            return float(np.mean(np.argmax(scores, axis=1) == y_index[held_out_view.rows]))
+
+        points, best, W = validated_path(solve_at, held_out_accuracy, float(duals.max()), first_slope,
+                                         n_penalties=self.n_penalties, min_ratio=self.min_penalty_ratio,
+                                         patience=self.patience)
+        self.path_ = [dict(point.as_dict(), chosen=i == best) for i, point in enumerate(points)]
+        self.beta_ratio_ = points[best].beta_ratio
+        return points[best].tau, W
 
     def _least_squares_on_support(self, B, Y, W):
         """(F, K) least-squares coefficients on the standardised features where ``W`` is non-zero (per

@@ -32,9 +32,9 @@ from .spgl1_adapter import (EXIT_BPSOL_FOUND, EXIT_LEAST_SQUARES, EXIT_ROOT_FOUN
                             run_spgl1)
 
 MODES = ("penalized", "lasso", "bpdn")
-# SPGL1 tolerance from which the compressed problem's products run in float32 (solve_standardized).
+PRECISIONS = ("auto", "float32", "float64")
+# SPGL1 tolerance from which precision="auto" runs the compressed problem's products in float32.
 FLOAT32_TOL = 1e-3
-
 
 
 @dataclass
@@ -150,22 +150,25 @@ def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, 
 
 
 def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, max_iter, verbose=0,
-                       x0=None, beta_rtol=None):
+                       x0=None, beta_rtol=None, precision="auto"):
     """:func:`solve_l1` on in-memory features ``Bs`` (n, F) and targets ``Y`` (n, K), both centred.
 
     With more samples than features it solves the exact F x F compressed problem
     (:func:`pipeline.readout.operators.compressed_problem`, BPDN's ``sigma`` shifted to match); the returned ``R`` is then the
     compressed residual. ``beta`` is absolute; ``beta_max`` is computed when None.
 
-    At ``tol >= 1e-3`` SPGL1's products with the compressed factor run in float32: with K columns they
-    are bound by memory traffic, so half the bytes take about half the time, and float32's rounding
-    (relative ``~1e-7`` per term, ``~1e-5`` over F terms) is far below the duality gap asked for.
+    ``precision``: the compressed factor's dtype in SPGL1's products; ``"auto"`` is float32 from
+    ``tol >= 1e-3`` (``FLOAT32_TOL``), else float64. With K columns the products are bound by memory
+    traffic, so half the bytes take about half the time, and float32's rounding (relative ``~1e-7`` per
+    term, ``~1e-5`` over F terms) is far below a duality gap of ``1e-3``.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if Bs.shape[0] > Bs.shape[1]:
         Bs, Y, offset = compressed_problem(Bs, Y)
         if sigma is not None:
             sigma = np.sqrt(max(float(sigma) ** 2 - offset, 0.0))
-        if tol >= FLOAT32_TOL:
+        if precision == "float32" or (precision == "auto" and tol >= FLOAT32_TOL):
             Bs = Bs.astype(np.float32)
     return solve_l1(stacked_operator(Bs, Y.shape[1]), Y, group=group, mode=mode, beta=beta, tau=tau,
                     sigma=sigma, beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose, x0=x0,

@@ -39,17 +39,19 @@ from .solve import SolveResult, solve_l1, solve_standardized
 
 logger = logging.getLogger(__name__)
 STRATEGIES = ("working_set", "stream")
-_MAX_ROUNDS = 20
-_ROUGH_BETA_RTOL = 0.05  # penalised rounds before the set settles: lambda within 5 % of beta
 
 
 def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mode, beta, relative, tau,
-                      sigma, tol, max_iter, verbose=0, W0=None):
+                      sigma, tol, max_iter, verbose=0, W0=None, precision="auto",
+                      max_rounds=20, rough_beta_rtol=0.05):
     """Solve the output-layer problem on ``store`` (N, F) with centred targets ``Y`` (N, K).
 
     ``working_set``: size of the first working set (``"working_set"`` strategy). Each round is logged
     (``logging``, INFO) on this module's logger. ``W0`` (F, K): a warm start (e.g. the solution for a
-    nearby penalty); its non-zero rows also join the first working set.
+    nearby penalty); its non-zero rows also join the first working set. ``max_rounds``: most working-set
+    rounds; ``rough_beta_rtol``: in penalised mode, how closely the rounds before the set settles match
+    ``beta`` (relative; None: as closely as the final round). ``precision``: see
+    :func:`pipeline.readout.solve.solve_standardized`.
     Returns ``(SolveResult with W of shape (F, K) and R in the original space, absolute beta or None,
     rounds)``.
     """
@@ -65,8 +67,10 @@ def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mo
                           beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose,
                           x0=None if W0 is None else W0.ravel())
         return result, beta_abs, 1
-    return _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, working_set, group,
-                        mode, tau, sigma, tol, max_iter, verbose, W0)
+    inner = dict(group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma, beta_max=beta_max, tol=tol,
+                 max_iter=max_iter, verbose=verbose, precision=precision)
+    return _working_set(store, mean, scale, Y, operator, gradient, working_set, W0, inner, max_rounds,
+                        rough_beta_rtol)
 
 
 def _certificate_slack(tol):
@@ -91,23 +95,22 @@ def _next_working_set(active, W, duals, size):
     return grown, x0.ravel()
 
 
-def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, size, group, mode, tau,
-                 sigma, tol, max_iter, verbose, W0):
+def _working_set(store, mean, scale, Y, operator, gradient, size, W0, inner, max_rounds, rough_beta_rtol):
+    """The working-set rounds; ``inner``: the keyword arguments of every in-memory solve."""
     n_features, k = gradient.shape
+    group, tol = inner["group"], inner["tol"]
     duals = row_duals(gradient, group)
     active = np.sort(np.argsort(-duals, kind="stable")[:min(size, n_features)])
     x0, n_iter, n_solves = None, 0, 0
     if W0 is not None:
         active = np.union1d(active, np.flatnonzero(np.any(W0 != 0, axis=1)))
         x0 = W0[active].ravel()
-    rough = mode == "penalized"  # match beta roughly until the set settles
+    rough = inner["mode"] == "penalized" and rough_beta_rtol is not None  # match beta roughly until settled
     columns = None
-    for rounds in range(1, _MAX_ROUNDS + 1):
+    for rounds in range(1, max_rounds + 1):
         if columns is None:
             columns = standardized_columns(store, active, mean, scale)  # (n, |set|) float64
-        result = solve_standardized(columns, Y, group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma,
-                                    beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose, x0=x0,
-                                    beta_rtol=_ROUGH_BETA_RTOL if rough else None)
+        result = solve_standardized(columns, Y, **inner, x0=x0, beta_rtol=rough_beta_rtol if rough else None)
         n_iter, n_solves = n_iter + result.n_iter, n_solves + result.n_solves
         residual = Y - columns @ result.W
         duals = row_duals(np.reshape(operator.rmatvec(residual.ravel()), (n_features, k)), group)
@@ -118,7 +121,7 @@ def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, 
         logger.info("[output] working set round %d%s: %d features, %d outside violate the optimality "
                     "condition (worst %.4f of the dual norm)", rounds, " (rough beta)" if rough else "",
                     len(active), len(violators), outside.max(initial=0.0) / max(result.dual_norm, 1e-300))
-        if (not len(violators) and not rough) or rounds == _MAX_ROUNDS:
+        if (not len(violators) and not rough) or rounds == max_rounds:
             break
         if len(violators):
             (active, x0), columns = _next_working_set(active, result.W, duals, size), None
@@ -128,6 +131,6 @@ def _working_set(store, mean, scale, Y, operator, gradient, beta_max, beta_abs, 
     weights[active] = result.W
     converged = result.converged and not len(violators) and not rough
     message = (f"{len(violators)} features still violate after {rounds} rounds" if len(violators) else
-               f"beta only matched to {_ROUGH_BETA_RTOL:.0%} after {rounds} rounds" if rough else result.message)
-    return SolveResult(weights, residual, result.tau, float(duals.max()), beta_max, n_iter, n_solves, converged,
-                       message), beta_abs, rounds
+               f"beta only matched to {rough_beta_rtol:.0%} after {rounds} rounds" if rough else result.message)
+    return SolveResult(weights, residual, result.tau, float(duals.max()), inner["beta_max"], n_iter, n_solves,
+                       converged, message), inner["beta"], rounds

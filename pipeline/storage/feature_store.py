@@ -222,3 +222,44 @@ def standardized_columns(features, index, mean, scale):
     columns -= mean[index]
     columns /= scale[index]
     return columns
+
+
+class RowSubset:
+    """The rows ``rows`` of a :class:`FeatureStore` or :class:`ArrayFeatures`, behind the same reading interface.
+
+    ``rows`` (sorted here, unique) index the underlying matrix; the subset's row ``i`` is its row
+    ``rows[i]``. Reading passes over the underlying rows block by block and keeps the subset's, so the
+    output layer can fit on some rows of a store and score on others without copying either.
+    """
+
+    complete = True
+
+    def __init__(self, features, rows):
+        self.features = features
+        self.rows = np.unique(np.asarray(rows, dtype=np.int64))
+        self.path = features.path
+
+    @property
+    def shape(self):
+        return (len(self.rows), self.features.shape[1])
+
+    @property
+    def dtype(self):
+        return self.features.dtype
+
+    def __len__(self):
+        return len(self.rows)
+
+    def row_blocks(self, block_rows=None, dtype=np.float32):
+        """Yield ``(start, block)``: the subset's rows ``start:start + len(block)`` as ``dtype``."""
+        for start, block in self.features.row_blocks(block_rows, dtype):
+            lo, hi = np.searchsorted(self.rows, [start, start + len(block)])
+            if hi > lo:
+                yield int(lo), block[self.rows[lo:hi] - start]
+
+    def columns(self, index, dtype=np.float64):
+        """The columns ``index`` of the subset's rows, (len(rows), len(index)) ``dtype``, in one pass."""
+        out = np.empty((len(self.rows), len(index)), dtype=dtype)
+        for start, block in self.row_blocks():
+            out[start:start + len(block)] = block[:, index]
+        return out

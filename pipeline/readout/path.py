@@ -1,0 +1,120 @@
+"""The penalty chosen on held-out rows, along a warm-started path of LASSO solves (``beta="auto"``).
+
+The penalised solutions for ``beta`` from ``beta_max`` down to 0 are the LASSO solutions ``W(tau)`` for
+``tau`` from 0 up (SPGL1's Pareto curve, :mod:`pipeline.readout.solve`): the solution at ``tau`` is
+optimal for the penalty ``lambda(tau) = Omega*(B^T R(tau))``. :func:`validated_path` therefore walks
+up in ``tau`` with one LASSO solve per point, each warm-started from the previous solution (no
+root-find: whatever ``lambda`` a point lands on, it is an exact solution for that penalty). The next
+``tau`` aims at the next penalty of a geometric grid ``beta_max * min_ratio ** (j / n_penalties)``:
+on the first piece of the path ``lambda`` falls linearly (``lambda = beta_max - ||B_f||^2 tau``, only the
+top feature moves), further on roughly like a power of ``tau``, so the aim is a secant through the
+last two points in ``(log tau, log lambda)``, the step kept between x1.05 and x2 (near the least-squares
+end lambda falls steeply in tau, and a longer step would jump over several penalties of the grid).
+
+Each point is scored by a caller's function (held-out accuracy); the path stops when ``patience``
+points in a row have not improved on the best score, at the grid's end, or at the least-squares end
+(the ball constraint no longer active). The best point (ties: the larger penalty, fewer features)
+is returned with its solution, to warm-start the final fit on all rows.
+"""
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# Bounds on the growth of tau from one point to the next.
+_MIN_STEP, _MAX_STEP = 1.05, 2.0
+
+
+@dataclass
+class PathPoint:
+    """One solve of the path.
+
+    tau : float, the LASSO level ``Omega(W) <= tau``
+    beta : float, the penalty the solution is optimal for, ``Omega*(B^T R)``
+    beta_ratio : float, ``beta / beta_max``
+    n_features : int, features with a non-zero coefficient (rows of ``W``; entries' rows for l1)
+    score : float, the caller's score of the solution (held-out accuracy)
+    seconds : float, wall time of the solve and its scoring
+    n_iter : int, SPGL1 iterations
+    converged : bool
+    """
+
+    tau: float
+    beta: float
+    beta_ratio: float
+    n_features: int
+    score: float
+    seconds: float
+    n_iter: int
+    converged: bool
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def penalty_grid(n_penalties, min_ratio):
+    """``(n_penalties,)`` decreasing ratios ``beta / beta_max``, geometric from ``min_ratio ** (1 / n)``
+    down to ``min_ratio`` (``beta_max`` itself, where ``W = 0``, is left out)."""
+    return float(min_ratio) ** (np.arange(1, n_penalties + 1) / n_penalties)
+
+
+def next_tau(target, points, beta_max, first_slope):
+    """The ``tau`` aimed at penalty ``target`` after the solved ``points`` ((tau, lambda) pairs, increasing tau).
+
+    No point yet: the first piece of the path, ``lambda = beta_max - first_slope * tau``. One point: the
+    linear secant from ``(0, beta_max)``. Then the secant in ``(log tau, log lambda)`` through the last
+    two. Kept within ``[1.05, 2]`` times the last ``tau``.
+    """
+    if not points:
+        return (beta_max - target) / first_slope
+    (t1, l1), (t2, l2) = ((0.0, beta_max), points[-1]) if len(points) == 1 else points[-2:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if t1 > 0 and min(l1, l2, target) > 0 and l1 != l2:
+            slope = np.log(l2 / l1) / np.log(t2 / t1)
+            tau = t2 * np.exp(np.log(target / l2) / slope)
+        else:
+            tau = t2 + (target - l2) * (t2 - t1) / (l2 - l1)
+    if not np.isfinite(tau):
+        tau = _MAX_STEP * t2
+    return float(np.clip(tau, _MIN_STEP * t2, _MAX_STEP * t2))
+
+
+def validated_path(solve_at, score, beta_max, first_slope, *, n_penalties, min_ratio, patience):
+    """Walk the LASSO path and keep the best-scoring point.
+
+    Parameters
+    ----------
+    solve_at : callable ``(tau, W0) -> SolveResult`` (``W0``: the previous (F, K) solution or None)
+    score : callable ``(W) -> float``, higher is better (held-out accuracy of the (F, K) solution)
+    beta_max : float, ``Omega*(B^T Y)`` of the fitted rows
+    first_slope : float, ``||B_f||^2`` of the feature with the largest dual value (the first to enter)
+    n_penalties, min_ratio : the grid of :func:`penalty_grid`, also the most points solved
+    patience : int, stop after this many points in a row without a better score
+
+    Returns ``(points, best, W_best)``: the :class:`PathPoint` list, the index of the best and its solution.
+    """
+    points, best, W_best, W = [], None, None, None
+    for target in beta_max * penalty_grid(n_penalties, min_ratio):
+        if points and points[-1].beta <= target:
+            continue  # the last point already reached this penalty
+        start = time.perf_counter()
+        tau = next_tau(target, [(p.tau, p.beta) for p in points], beta_max, first_slope)
+        result = solve_at(tau, W)
+        W = result.W
+        point = PathPoint(float(tau), float(result.dual_norm), float(result.dual_norm / beta_max),
+                          int(np.count_nonzero(np.any(W != 0, axis=1))), float(score(W)),
+                          0.0, int(result.n_iter), bool(result.converged))
+        point.seconds = round(time.perf_counter() - start, 3)
+        points.append(point)
+        logger.info("[output] path %d: beta %.3g of beta_max, %d features, held-out score %.4f (%.1f s)",
+                    len(points), point.beta_ratio, point.n_features, point.score, point.seconds)
+        if best is None or point.score > points[best].score:
+            best, W_best = len(points) - 1, W
+        at_least_squares_end = result.tau < tau * (1 - 1e-6)
+        if at_least_squares_end or len(points) - 1 - best >= patience or point.beta_ratio <= min_ratio:
+            break
+    return points, best, W_best
