@@ -7,6 +7,7 @@
 """
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -55,10 +56,26 @@ def main(argv=None):
     try:
         commands = {"train": train, "predict": predict, "visualize": visualize, "report": report}
         commands[args.command](args)
-    except (ConfigError, DatasetError, ModelFileError, RunFolderError, FileNotFoundError) as error:
+    except (ConfigError, DatasetError, ModelFileError, RunFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the file system's answer to a path the user gave (or a full disk)
+        print(f"error: {os_error_message(error)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def os_error_message(error):
+    """What went wrong for an OSError, on which path, and what to do (the text of its ``error:`` line)."""
+    if error.errno is None:
+        return str(error)
+    where = f" ({error.filename})" if error.filename else ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device{where}: free some space or write to another disk, then run the "
+                "command again (files being written were removed; finished stages are kept and reused)")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{error.strerror}{where}: give this user access to it, or use another path"
+    return f"{error.strerror}{where}"
 
 
 def train(args):

@@ -12,7 +12,6 @@ under a key of its settings and its inputs (data included), so a re-run (also af
 finished stages and a changed setting or changed data re-runs what depends on it.
 """
 
-import json
 import resource
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from .model_files import save_model
 from .readout import ridge_readout as fit_ridge_readout
 from .reporting.metrics import classification_metrics
 from .schema import build_model, build_pixel_model, data_source, feature_storage
-from .storage.atomic import write_text_atomic
 from .storage.run_folder import RunFolder
 
 
@@ -48,8 +46,7 @@ def train(config, out_dir, log=print):
         scores = [classification_metrics(split.labels, predicted, classes)
                   for split, predicted in zip((train_set, eval_set), predictions)]
         metrics = run_metrics(config, train_set, scores, details, stages.seconds)
-        save_model(model, folder, config=config)
-        write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=2))
+        save_model(model, folder, config=config, metrics=metrics)  # one group: never a mixed pair
     evaluated_on = metrics["evaluated_on"]
     log(f"train accuracy: {metrics['train_accuracy']:.4f}")
     log(f"{evaluated_on} accuracy: {metrics[f'{evaluated_on}_accuracy']:.4f}")

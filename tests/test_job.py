@@ -1,6 +1,7 @@
 """The whole job end to end on scikit-learn's digits, through the command line."""
 
 import csv
+import errno
 import json
 import os
 import shutil
@@ -244,3 +245,26 @@ def test_a_validation_split_replaces_the_test_set_for_tuning(tmp_path, capsys):
     assert np.sum(metrics["confusion_matrix"]) == 270   # 20% of the 1347 digits training images
     assert cli.main(["report", "--run", str(tmp_path / "run")]) == 0
     assert "(validation)" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_full_disk_while_saving_exits_2_and_leaves_the_previous_run_whole(tmp_path, capsys, monkeypatch):
+    """The model and its metrics are saved as one group: a failed save replaces neither (no mixed pair)."""
+    assert train(tmp_path) == 0
+    files = ("model.npz", "model.json", "metrics.json")
+    before = {name: (tmp_path / "run" / name).read_bytes() for name in files}
+    real_write = Path.write_text
+
+    def full_disk(path, *args, **kwargs):
+        if path.name.startswith(".metrics.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    capsys.readouterr()
+    assert train(tmp_path, "output.beta=0.05") == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: no space left on the device ({tmp_path / 'run'}): free some space")
+    monkeypatch.undo()
+    assert {name: (tmp_path / "run" / name).read_bytes() for name in files} == before
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+    assert cli.main(["report", "--run", str(tmp_path / "run")]) == 0

@@ -9,7 +9,6 @@ confusion matrix, the stage timings and memory, the config, and the filter pictu
 """
 
 import html
-import json
 import os
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from ..model_files import load_model  # noqa: E402
+from ..model_files import load_run  # noqa: E402
 
 # Test accuracy in Ergen and Pilanci (JMLR 2021), Table 1 (method.md section 3): model -> dataset -> accuracy.
 PAPER = {
@@ -56,12 +55,7 @@ class RunSummary:
 
     def __init__(self, folder):
         self.folder = Path(folder)
-        metrics_path = self.folder / "metrics.json"
-        if not metrics_path.is_file():
-            raise FileNotFoundError(f"{metrics_path} not found: {self.folder} is not a finished run "
-                                    "(run `python run.py train --out FOLDER` first)")
-        self.metrics = json.loads(metrics_path.read_text())
-        model = load_model(self.folder)
+        model, self.metrics = load_run(self.folder)  # both of one run
         weights = model.output_layer_.coef_ if self.model == "convex_rf" else getattr(model, "output_weights_", None)
         self.used_per_class = None if weights is None else np.count_nonzero(weights, axis=0)
 
