@@ -34,16 +34,28 @@ def parse_args(argv):
     predict.add_argument("--images", type=Path, required=True, help="image file or folder (searched recursively)")
     predict.add_argument("--csv", type=Path, default=None,
                          help="output CSV of file, predicted_class, score (default: RUN/predictions.csv)")
-    predict.add_argument("--device", default="cpu",
-                         help="torch device that computes the features, e.g. cpu or cuda (default: cpu, whatever "
+    predict.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                         help="torch device that computes the features (default: cpu, whatever "
                          "the model was trained on)")
     visualize = commands.add_parser("visualize", help="write OUT/filters.png and OUT/filters_by_class.png")
     visualize.add_argument("--run", type=Path, required=True, help="run folder of `train`")
-    visualize.add_argument("--max-filters", type=int, default=400, help="filters in the montage (default 400)")
+    visualize.add_argument("--max-filters", type=positive_int, default=400,
+                           help="filters in the montage (default 400)")
     report = commands.add_parser("report", help="write OUT/report.html and OUT/report.md for one or more runs")
     report.add_argument("--run", type=Path, action="append", required=True,
                         help="run folder of `train` (repeat to compare runs; the report goes to the first)")
     return parser.parse_args(argv)
+
+
+def positive_int(text):
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def main(argv=None):

@@ -20,6 +20,8 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from ..model_files import load_run  # noqa: E402
+from ..storage.atomic import write_text_atomic  # noqa: E402
+from .visualize import save_figure  # noqa: E402
 
 # Test accuracy in Ergen and Pilanci (JMLR 2021), Table 1 (method.md section 3): model -> dataset -> accuracy.
 PAPER = {
@@ -113,8 +115,8 @@ def write_report(runs, out=None):
         pictures = [run.folder / name for name in ("filters.png", "filters_by_class.png")]
         if all(path.is_file() for path in pictures):  # from `run.py visualize`
             blocks += [("h3", "Filters")] + [("img", os.path.relpath(path, out)) for path in pictures]
-    (out / "report.md").write_text(_markdown(blocks))
-    (out / "report.html").write_text(_html(blocks))
+    write_text_atomic(out / "report.md", _markdown(blocks))
+    write_text_atomic(out / "report.html", _html(blocks))
     return out / "report.html", out / "report.md"
 
 
@@ -145,7 +147,7 @@ def _accuracy_plot(summaries, path):
     axis.set_xlabel("filters")
     axis.set_ylabel("accuracy (test or validation split)")
     axis.legend()
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(figure, path, dpi=120)
     plt.close(figure)
     return path.name
 
@@ -162,7 +164,7 @@ def _confusion_plot(run, path):
     axis.set_yticks(range(len(classes)), classes)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(figure, path, dpi=120)
     plt.close(figure)
     return path.name
 
