@@ -56,7 +56,11 @@ def _scan(directory: Path) -> tuple[tuple[str, ...], list[tuple[str, int]]]:
     try:
         folder = ImageFolder(str(directory))
     except FileNotFoundError as err:  # no class folders, or a class folder without images
-        raise DatasetError(f"image folder {directory}: {str(err).rstrip('.')} ({_LAYOUT}).") from err
+        raise DatasetError(f"image folder {directory}: {str(err).rstrip('.')} ({_LAYOUT}); add images to "
+                           "every class folder or delete the empty ones.") from err
+    except OSError as err:  # an unreadable folder (permissions, a broken mount)
+        raise DatasetError(f"cannot read image folder {directory}: {err.strerror} ({err.filename}); give this "
+                           "user read access to the folder (chmod -R u+rX) or copy the images elsewhere.") from err
     return tuple(folder.classes), folder.samples
 
 

@@ -39,6 +39,11 @@ DEFAULT_PATCH_SIZE, DEFAULT_N_PATCHES, DEFAULT_GRID = 5, 1000, 2
 # many images share its chunk (e.g. 1 x 1 images, one row each).
 GEMM_ROW_MULTIPLE = 64
 
+
+class EmptyFilterBankError(ValueError):
+    """Every sampled patch lies inside the convex hull of the others: the images are too uniform for filters."""
+
+
 def output_size(image_size, patch_size, stride):
     """Number of valid patch positions along one image axis."""
     return (image_size - patch_size) // stride + 1
@@ -285,7 +290,7 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         self.filter_bank_ = stages.fit("filters", filter_bank, whitened)
         filters, bias = self.filter_bank_.filters_, self.filter_bank_.bias_
         if len(filters) == 0:
-            raise ValueError(f"the filter bank is empty: all {self.n_patches_} patches lie inside the convex hull of "
+            raise EmptyFilterBankError(f"the filter bank is empty: all {self.n_patches_} patches lie inside the convex hull of "
                              "the others (constant or repeated patches); use more varied images")
         self.weights_, offset = self.whitener_.fold(filters, bias)
         thresholds = self.threshold * response_std(filters, whitened) if self.threshold else 0.0

@@ -130,7 +130,7 @@ class CachedStages:
 
     def _to_store(self, name, key, estimator, X):
         store = FeatureStore(self.cache.folder / f"{name}-{key}.npy")
-        if store.complete:
+        if store.complete and store.verify():  # one read pass: a crash may have lost written blocks
             self.log(f"[{name}] loaded from {store.path}")
             return store
         self.cache.folder.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,8 @@ class CachedStages:
                 report(rows)
 
             return store.fill(estimator.transform, X, dtype=self.storage.dtype, block_rows=BLOCK_ROWS,
-                              n_jobs=self.storage.n_jobs, scheduler=self.storage.scheduler, progress=progress)
+                              n_jobs=self.storage.n_jobs, scheduler=self.storage.scheduler, progress=progress,
+                              log=lambda line: self.log(f"[{name}] {line}"))
 
     def _key(self, name, estimator, X, y, **settings):
         inputs = [self._fingerprint(value) for value in (estimator, X, y) if value is not None]

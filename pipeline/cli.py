@@ -7,6 +7,7 @@
 """
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -33,16 +34,28 @@ def parse_args(argv):
     predict.add_argument("--images", type=Path, required=True, help="image file or folder (searched recursively)")
     predict.add_argument("--csv", type=Path, default=None,
                          help="output CSV of file, predicted_class, score (default: RUN/predictions.csv)")
-    predict.add_argument("--device", default="cpu",
-                         help="torch device that computes the features, e.g. cpu or cuda (default: cpu, whatever "
+    predict.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                         help="torch device that computes the features (default: cpu, whatever "
                          "the model was trained on)")
     visualize = commands.add_parser("visualize", help="write OUT/filters.png and OUT/filters_by_class.png")
     visualize.add_argument("--run", type=Path, required=True, help="run folder of `train`")
-    visualize.add_argument("--max-filters", type=int, default=400, help="filters in the montage (default 400)")
+    visualize.add_argument("--max-filters", type=positive_int, default=400,
+                           help="filters in the montage (default 400)")
     report = commands.add_parser("report", help="write OUT/report.html and OUT/report.md for one or more runs")
     report.add_argument("--run", type=Path, action="append", required=True,
                         help="run folder of `train` (repeat to compare runs; the report goes to the first)")
     return parser.parse_args(argv)
+
+
+def positive_int(text):
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def main(argv=None):
@@ -55,10 +68,26 @@ def main(argv=None):
     try:
         commands = {"train": train, "predict": predict, "visualize": visualize, "report": report}
         commands[args.command](args)
-    except (ConfigError, DatasetError, ModelFileError, RunFolderError, FileNotFoundError) as error:
+    except (ConfigError, DatasetError, ModelFileError, RunFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the file system's answer to a path the user gave (or a full disk)
+        print(f"error: {os_error_message(error)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def os_error_message(error):
+    """What went wrong for an OSError, on which path, and what to do (the text of its ``error:`` line)."""
+    if error.errno is None:
+        return str(error)
+    where = f" ({error.filename})" if error.filename else ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device{where}: free some space or write to another disk, then run the "
+                "command again (files being written were removed; finished stages are kept and reused)")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{error.strerror}{where}: give this user access to it, or use another path"
+    return f"{error.strerror}{where}"
 
 
 def train(args):

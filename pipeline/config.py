@@ -49,7 +49,13 @@ def load_config(path=None, overrides=(), data_root=None):
         if not sep:
             problems.append(f"--set {override!r}: expected key=value, e.g. --set patches.count=2000")
             continue
-        problems += _merge(config, _nest(key.strip().split("."), yaml.safe_load(value)), SCHEMA, prefix="")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            problems.append(f"--set {override!r}: the value is not valid YAML ({error.problem}); quote text, "
+                            "e.g. --set 'data.name=\"...\"'")
+            continue
+        problems += _merge(config, _nest(key.strip().split("."), parsed), SCHEMA, prefix="")
     if data_root is not None:
         config["data"]["root"] = str(data_root)
     problems += validate(config)
@@ -61,11 +67,18 @@ def load_config(path=None, overrides=(), data_root=None):
 def _read_yaml(path):
     path = Path(path)
     if not path.is_file():
-        raise ConfigError([f"config file {path} does not exist"])
+        raise ConfigError([f"config file {path} {'is a folder' if path.is_dir() else 'does not exist'}: give a "
+                           "YAML file, e.g. --config configs/digits.yaml"])
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ConfigError([f"{path} is not valid YAML: {error}"]) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError([f"{path} is not UTF-8 text ({error.reason} at byte {error.start}): save it as "
+                           "UTF-8 YAML"]) from None
+    except OSError as error:
+        raise ConfigError([f"config file {path} cannot be read ({error.strerror}): give this user read "
+                           "access to it"]) from None
     if content is None:
         return {}
     if not isinstance(content, dict):

@@ -12,14 +12,15 @@ under a key of its settings and its inputs (data included), so a re-run (also af
 finished stages and a changed setting or changed data re-runs what depends on it.
 """
 
-import json
 import resource
 from pathlib import Path
 
 import numpy as np
 
+from data import DatasetError
 from features import ExtremePointFilters
 from features.compute_dtype import compute_dtype_report
+from features.feature_map import EmptyFilterBankError
 
 from .baselines import CuttingPlaneNetwork, WhiteningError
 from .cached_stages import CachedStages
@@ -28,7 +29,6 @@ from .model_files import save_model
 from .readout import ridge_readout as fit_ridge_readout
 from .reporting.metrics import classification_metrics
 from .schema import build_model, build_pixel_model, data_source, feature_storage
-from .storage.atomic import write_text_atomic
 from .storage.run_folder import RunFolder
 
 
@@ -38,6 +38,7 @@ def train(config, out_dir, log=print):
     ``config`` is a resolved configuration (:func:`pipeline.load_config`). Returns the metrics dict.
     """
     stages = CachedStages(Path(out_dir) / "cache", log, feature_storage(config))
+    RunFolder(out_dir, log).check()  # a bad --out is refused before minutes of data loading
     with stages.timed("data"):  # before the run folder is made: bad data leaves nothing behind
         train_set, eval_set = load_checked_data(config, log)
     with RunFolder(out_dir, log) as folder:
@@ -48,8 +49,7 @@ def train(config, out_dir, log=print):
         scores = [classification_metrics(split.labels, predicted, classes)
                   for split, predicted in zip((train_set, eval_set), predictions)]
         metrics = run_metrics(config, train_set, scores, details, stages.seconds)
-        save_model(model, folder, config=config)
-        write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=2))
+        save_model(model, folder, config=config, metrics=metrics)  # one group: never a mixed pair
     evaluated_on = metrics["evaluated_on"]
     log(f"train accuracy: {metrics['train_accuracy']:.4f}")
     log(f"{evaluated_on} accuracy: {metrics[f'{evaluated_on}_accuracy']:.4f}")
@@ -60,6 +60,7 @@ def load_checked_data(config, log):
     """The (train, evaluation) splits of the config's data, checked against the model's settings."""
     source = data_source(config)
     train_set, eval_set = source.load(config["seed"])
+    check_trainable(train_set)
     problems = check_against_images(config, train_set.image_shape, len(train_set))
     if problems:
         raise ConfigError(problems)
@@ -68,13 +69,29 @@ def load_checked_data(config, log):
     return train_set, eval_set
 
 
+def check_trainable(train_set):
+    """Raise DatasetError unless the training images hold two classes and are not all flat (one value each)."""
+    present = [train_set.classes[label] for label in np.unique(train_set.labels)]
+    if len(present) < 2:
+        raise DatasetError(f"training needs images of at least 2 classes; the training set has only {present}: "
+                           "add a sub-folder of images for every other class (ImageFolder: one per class)")
+    flat = train_set.images.reshape(len(train_set), -1)
+    if np.all(flat == flat[:, :1]):
+        raise DatasetError(f"all {len(train_set)} training images are flat (every pixel of an image has one "
+                           "value, e.g. all black): there is nothing to learn filters from; check the images "
+                           "(blank exports, a wrong channel) and replace them")
+
+
 def fit_convex_rf(config, train_set, eval_set, stages, log):
     """Algorithm 2 through the cached stages. Returns the model, the (train, evaluation) predicted label
     indices and the metrics particular to Convex-RF (filters, features, output layer, ridge read-out)."""
     classes = np.asarray(train_set.classes)
     compute = compute_dtype_report(config["features"]["compute_dtype"], config["features"]["device"])
     log(f"[features] compute dtype {compute['used']} ({compute['reason']})")
-    model = build_model(config).fit(train_set.images, classes[train_set.labels], stages=stages)
+    try:
+        model = build_model(config).fit(train_set.images, classes[train_set.labels], stages=stages)
+    except EmptyFilterBankError as error:
+        raise DatasetError(str(error)) from None
     log_filters(config, model.features_.filter_bank_, log)
     # the fit's own stage results, by their keys: nothing is computed again
     train_features = stages.transform("features", model.features_, train_set.images)

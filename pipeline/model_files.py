@@ -28,16 +28,23 @@ REGISTRY = {cls.__name__: cls for cls in (
     CuttingPlaneNetwork, ClosedFormNetwork)}
 
 
-def save_model(estimator, folder, *, config=None):
+def save_model(estimator, folder, *, config=None, metrics=None):
     """Save a fitted estimator as ``folder/model.npz`` + ``folder/model.json`` (see
-    :func:`pipeline.storage.model_io.save_model`); ``config`` is stored in the manifest."""
-    model_io.save_model(estimator, folder, registry=REGISTRY, config=config)
+    :func:`pipeline.storage.model_io.save_model`); ``config`` is stored in the manifest, ``metrics``
+    written with them as ``folder/metrics.json``."""
+    model_io.save_model(estimator, folder, registry=REGISTRY, config=config, metrics=metrics)
 
 
 def load_model(folder, *, device="cpu"):
     """The fitted estimator saved in ``folder`` (see :func:`pipeline.storage.model_io.load_model`), its
     tree checked against :data:`FITTED_STATES`; estimators with a ``device`` parameter run on ``device``."""
     return model_io.load_model(folder, registry=REGISTRY, fitted_states=FITTED_STATES, device=device)
+
+
+def load_run(folder, *, device="cpu"):
+    """``(model, metrics)`` of a run folder of ``python run.py train``, both of one run (see
+    :func:`pipeline.storage.model_io.load_run`), the model checked as by :func:`load_model`."""
+    return model_io.load_run(folder, registry=REGISTRY, fitted_states=FITTED_STATES, device=device)
 
 
 def load_classifier(folder, *, device="cpu"):

@@ -65,3 +65,21 @@ def test_an_in_memory_transform_reports_progress_without_a_terminal(tmp_path, mo
     scaler = stages.fit("scaler", CountingScaler(), X)
     np.testing.assert_allclose(stages.transform("scaled", scaler, X), StandardScaler().fit_transform(X))
     assert any(line.startswith("[scaled] 600/600 images,") and "min left" in line for line in lines)
+
+
+def test_a_finished_feature_store_damaged_on_disk_is_computed_again_not_loaded(tmp_path, monkeypatch):
+    from pipeline import model_files
+    from pipeline.cached_stages import FeatureStorage
+
+    monkeypatch.setitem(model_files.REGISTRY, "CountingScaler", CountingScaler)
+    X = np.random.default_rng(3).normal(size=(300, 2))
+    scaler = CountingScaler().fit(X)
+    CachedStages(tmp_path, log=lambda line: None, storage=FeatureStorage(storage="disk")).transform("scaled", scaler, X)
+    path, = tmp_path.glob("scaled-*.npy")
+    np.lib.format.open_memmap(path, mode="r+")[299] = 7.0  # the last block changed after it was written
+    lines = []
+    stages = CachedStages(tmp_path, log=lines.append, storage=FeatureStorage(storage="disk"))
+    store = stages.transform("scaled", scaler, X)
+    assert not any("loaded from" in line for line in lines)
+    assert any(line.startswith("[scaled] ") and "rows 256-300 do not hold what was written" in line for line in lines)
+    np.testing.assert_array_equal(np.load(store.path), scaler.transform(X).astype(np.float32))

@@ -126,3 +126,13 @@ def test_config_keys_are_the_estimators_parameters():
                                 if name not in ("warm_start", "verbose")}
     assert config["patches"]["size"] == ConvReLUPool().patch_size
     assert config["features"]["pooling"] == ConvReLUPool().pooling
+
+
+def test_unreadable_config_files_and_override_values_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder: give a YAML file"):
+        load_config(tmp_path)
+    (tmp_path / "latin1.yaml").write_bytes("seed: 1 # caf\xe9".encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text .* save it as UTF-8 YAML"):
+        load_config(tmp_path / "latin1.yaml")
+    with pytest.raises(ConfigError, match=r"--set 'patches.count=\[': the value is not valid YAML"):
+        load_config(None, ["patches.count=[", "seed=1"])

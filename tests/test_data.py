@@ -312,7 +312,24 @@ def test_image_folder_class_without_images(tmp_path):
     _write_tree(tmp_path / "train", ("a", "b"), 1)
     (tmp_path / "train" / "empty").mkdir()
     _write_tree(tmp_path / "test", ("a", "b"), 1)
-    with pytest.raises(DatasetError, match="empty"):
+    with pytest.raises(DatasetError, match="for the classes empty.* add images to every class folder or delete "
+                       "the empty ones"):
+        load_splits("image_folder", tmp_path, train_root="train", test_root="test")
+
+
+def test_an_unreadable_image_folder_is_a_dataset_error_that_says_how_to_fix_it(tmp_path, monkeypatch):
+    _write_tree(tmp_path / "train", ("a", "b"), 1)
+    _write_tree(tmp_path / "test", ("a", "b"), 1)
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # what a folder without read permission answers (chmod cannot stop root)
+        if os.fspath(path) == str(tmp_path / "train"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DatasetError, match=rf"cannot read image folder {tmp_path / 'train'}: Permission denied "
+                       r".*give this user read access"):
         load_splits("image_folder", tmp_path, train_root="train", test_root="test")
 
 

@@ -59,3 +59,66 @@ def test_blocks_computed_by_two_workers_are_identical(tmp_path):
     one = stored(tmp_path, B, name="one.npy")
     two = FeatureStore(tmp_path / "two.npy").fill(np.sqrt, B, block_rows=7, n_jobs=2)
     np.testing.assert_array_equal(np.load(two.path), np.sqrt(np.load(one.path)))
+
+
+def interrupted_fill(tmp_path, B, stop_at):
+    """A fill of ``B`` (rows as an index) killed before row ``stop_at``, checkpointed after every 8 rows."""
+    def failing(rows):
+        if rows[0] >= stop_at:
+            raise KeyboardInterrupt
+        return B[rows]
+
+    store = FeatureStore(tmp_path / "features.npy")
+    with pytest.raises(KeyboardInterrupt):
+        store.fill(failing, np.arange(len(B)), block_rows=8, checkpoint_seconds=0)
+    return store
+
+
+def resumed(store, B):
+    """Resume the fill; returns the first row it computed and what it logged."""
+    computed, lines = [], []
+    store.fill(lambda rows: computed.append(rows[0]) or B[rows], np.arange(len(B)), block_rows=8, log=lines.append)
+    return computed[0] if computed else None, lines
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "old format"])
+def test_a_damaged_checkpoint_is_detected_and_the_store_computed_again(tmp_path, damage):
+    B, _ = features(40, 6)
+    store = interrupted_fill(tmp_path, B, 24)
+    saved = store.progress_path.read_bytes()
+    store.progress_path.write_bytes({"truncated": saved[:len(saved) // 2], "garbage": b"\0" * len(saved),
+                                     "empty": b""}.get(damage, b""))
+    if damage == "old format":  # a checkpoint without block digests
+        np.savez(store.progress_path, rows_done=np.int64(24), n_rows=np.int64(40), sums=np.zeros(6), sumsq=np.zeros(6))
+    assert not store.complete and not store.verify()
+    first, lines = resumed(store, B)
+    assert first == 0 and any("checkpoint of an earlier fill is damaged" in line for line in lines)
+    np.testing.assert_array_equal(np.load(store.path), B)
+    np.testing.assert_allclose(store.mean(), B.astype(np.float64).mean(axis=0), rtol=1e-12)
+    assert store.verify()
+
+
+def test_blocks_lost_or_changed_on_disk_are_computed_again_and_the_sums_follow(tmp_path):
+    B, _ = features(40, 6)
+    store = interrupted_fill(tmp_path, B, 32)
+    np.lib.format.open_memmap(store.path, mode="r+")[12] = 0.0  # a block (rows 8-15) the disk never received
+    first, lines = resumed(store, B)
+    assert first == 8 and any("rows 8-16 do not hold what was written" in line for line in lines)
+    np.testing.assert_array_equal(np.load(store.path), B)
+    np.testing.assert_allclose(store.mean(), B.astype(np.float64).mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(store.std(), B.astype(np.float64).std(axis=0), rtol=1e-9)
+
+
+def test_a_truncated_feature_file_is_not_complete_and_is_computed_again(tmp_path):
+    B, _ = features(40, 6)
+    store = stored(tmp_path, B, block_rows=8)
+    assert store.complete and store.verify()
+    data = store.path.read_bytes()
+    store.path.write_bytes(data[:-10])
+    assert not store.complete
+    assert resumed(store, B)[0] == 0
+    np.testing.assert_array_equal(np.load(store.path), B)
+    store.path.write_bytes(data[:-4] + b"\xff\xff\xff\xff")  # same size, last row changed
+    assert store.complete and not store.verify()
+    assert resumed(store, B)[0] == 32
+    np.testing.assert_array_equal(np.load(store.path), B)

@@ -1,6 +1,7 @@
 """The whole job end to end on scikit-learn's digits, through the command line."""
 
 import csv
+import errno
 import json
 import os
 import shutil
@@ -232,6 +233,9 @@ def test_the_other_table_1_models_train_report_and_visualize(tmp_path, capsys):
 def test_report_of_a_folder_without_a_finished_run_exits_2(tmp_path, capsys):
     assert cli.main(["report", "--run", str(tmp_path)]) == 2
     assert "metrics.json not found" in capsys.readouterr().err
+    (tmp_path / "metrics.json").write_text('{"model": ')
+    assert cli.main(["report", "--run", str(tmp_path)]) == 2
+    assert "metrics.json is not valid JSON" in capsys.readouterr().err
 
 
 def test_a_validation_split_replaces_the_test_set_for_tuning(tmp_path, capsys):
@@ -244,3 +248,79 @@ def test_a_validation_split_replaces_the_test_set_for_tuning(tmp_path, capsys):
     assert np.sum(metrics["confusion_matrix"]) == 270   # 20% of the 1347 digits training images
     assert cli.main(["report", "--run", str(tmp_path / "run")]) == 0
     assert "(validation)" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_full_disk_while_saving_exits_2_and_leaves_the_previous_run_whole(tmp_path, capsys, monkeypatch):
+    """The model and its metrics are saved as one group: a failed save replaces neither (no mixed pair)."""
+    assert train(tmp_path) == 0
+    files = ("model.npz", "model.json", "metrics.json")
+    before = {name: (tmp_path / "run" / name).read_bytes() for name in files}
+    real_write = Path.write_text
+
+    def full_disk(path, *args, **kwargs):
+        if path.name.startswith(".metrics.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    capsys.readouterr()
+    assert train(tmp_path, "output.beta=0.05") == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: no space left on the device ({tmp_path / 'run'}): free some space")
+    monkeypatch.undo()
+    assert {name: (tmp_path / "run" / name).read_bytes() for name in files} == before
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+    assert cli.main(["report", "--run", str(tmp_path / "run")]) == 0
+
+
+def image_folder(root, classes, pixels):
+    """``root/{train,test}/<class>/<i>.png`` of 8 x 8 grayscale images ``pixels(rng)``; the train --set overrides."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 2)):
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(pixels(rng)).save(root / split / name / f"{i}.png")
+    return ["data.name=image_folder", f"data.train_root={root / 'train'}", f"data.test_root={root / 'test'}",
+            "patches.count=20", "patches.size=3"]
+
+
+def nearly_flat(rng):
+    """Black but for one grey corner pixel: texture that hardly any 3 x 3 patch sees."""
+    image = np.zeros((8, 8), np.uint8)
+    image[0, 0] = rng.integers(1, 256)
+    return image
+
+
+@pytest.mark.parametrize("classes, pixels, message", [
+    ("a", lambda rng: rng.integers(0, 256, (8, 8), dtype=np.uint8),
+     "training needs images of at least 2 classes; the training set has only ['a']: add a sub-folder"),
+    ("ab", lambda rng: np.zeros((8, 8), np.uint8), "all 12 training images are flat"),
+    ("ab", nearly_flat, "the filter bank is empty: all 20 patches lie inside the convex hull")])
+def test_data_that_cannot_train_a_model_exits_2_with_what_is_wrong(tmp_path, capsys, classes, pixels, message):
+    settings = image_folder(tmp_path / "data", classes, pixels)
+    assert train(tmp_path, *settings) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error
+    assert not (tmp_path / "run" / "model.npz").exists()
+
+
+def test_an_out_that_is_or_lies_under_a_file_exits_2_before_the_data_are_read(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for out in ("file", "file/run"):
+        assert train(tmp_path, out=out) == 2
+        printed = capsys.readouterr()
+        assert "[data]" not in printed.out and "is a file, not a folder" in printed.err
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_bad_command_line_values_exit_2_before_any_work(tmp_path, capsys):
+    for argv in (["visualize", "--run", str(tmp_path), "--max-filters", "0"],
+                 ["visualize", "--run", str(tmp_path), "--max-filters", "-3"],
+                 ["predict", "--run", str(tmp_path), "--images", str(tmp_path), "--device", "gpu"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "expected a whole number of at least 1, got '0'" in error and "got '-3'" in error
+    assert "argument --device: invalid choice: 'gpu'" in error

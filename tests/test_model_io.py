@@ -1,11 +1,13 @@
 """Tests of the safe model files (pipeline/storage/model_io.py, through pipeline/model_files.py)."""
 
+import errno
 import hashlib
 import io
 import json
 import re
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from pipeline import cli
 from features.feature_map import ConvReLUPool
 from features.whitening import ZCAWhitener
 from pipeline import ConvexRFClassifier, L1OutputLayer, ModelFileError, load_model, save_model
-from pipeline.model_files import load_classifier
+from pipeline.model_files import load_classifier, load_run
 from pipeline.storage import model_io
 from pipeline.storage.model_io import read_manifest
 
@@ -438,3 +440,51 @@ def test_a_model_trained_on_cuda_predicts_on_the_cpu(classifier_folder, tmp_path
     if not torch.cuda.is_available():
         argv = ["predict", "--run", str(tmp_path / "run"), "--images", str(tmp_path), "--device", "cuda"]
         assert cli.main(argv) == 2
+
+
+def saved_run(folder, eps, accuracy):
+    """A run folder: a ZCAWhitener(eps) with its metrics {"accuracy": accuracy}."""
+    save_model(ZCAWhitener(eps=eps).fit(patches()), folder, metrics={"accuracy": accuracy})
+    return folder
+
+
+def test_a_run_is_read_with_the_metrics_of_its_own_model(tmp_path):
+    model, metrics = load_run(saved_run(tmp_path / "a", 0.25, 0.5))
+    assert model.eps == 0.25 and metrics["accuracy"] == 0.5
+    assert metrics["model_manifest_sha256"] == hashlib.sha256((tmp_path / "a" / "model.json").read_bytes()).hexdigest()
+    saved_run(tmp_path / "b", 0.5, 0.75)
+    for name in ("model.npz", "model.json"):  # b's model beside a's metrics: what a kill between renames leaves
+        shutil.copy(tmp_path / "b" / name, tmp_path / "a" / name)
+    with pytest.raises(ModelFileError, match=r"metrics.json and .*model.json are from different runs"):
+        load_run(tmp_path / "a")
+    shutil.copy(tmp_path / "b" / "metrics.json", tmp_path / "a" / "metrics.json")
+    assert load_run(tmp_path / "a")[1]["accuracy"] == 0.75
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"accuracy": 0.5}', "does not name the model it belongs to"),
+    ('{"accuracy": 0.', "is not valid JSON"), ("[1, 2]", "does not name the model it belongs to"),
+    ("[" * 100 + "]" * 100, "nests 100 levels deep")])
+def test_metrics_without_their_model_checksum_or_not_json_are_refused(tmp_path, text, message):
+    (saved_run(tmp_path, 0.25, 0.5) / "metrics.json").write_text(text)
+    with pytest.raises(ModelFileError, match=message):
+        load_run(tmp_path)
+
+
+@pytest.mark.parametrize("failing", [".model.npz", ".model.json", ".metrics.json"])
+def test_a_save_that_fails_while_writing_changes_none_of_the_three_files(tmp_path, monkeypatch, failing):
+    saved_run(tmp_path, 0.25, 0.5)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    real_open, real_write = open, Path.write_text
+
+    def full(path):
+        if Path(path).name.startswith(failing):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(model_io, "open", lambda path, *a: full(path) or real_open(path, *a), raising=False)
+    monkeypatch.setattr(Path, "write_text", lambda path, *a, **k: full(path) or real_write(path, *a, **k))
+    with pytest.raises(OSError, match=rf"No space left on device: '{tmp_path}'"):  # the folder written to
+        saved_run(tmp_path, 0.5, 0.75)
+    monkeypatch.undo()
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before  # no temporaries either
+    assert load_run(tmp_path)[1]["accuracy"] == 0.5

@@ -38,3 +38,13 @@ def test_a_file_is_not_a_run_folder(tmp_path):
     with pytest.raises(RunFolderError, match="is a file, not a folder"):
         with RunFolder(tmp_path / "file"):
             pass
+
+
+def test_a_path_under_a_file_is_refused_before_anything_is_made(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunFolderError, match=r"--out .*file/run: .*file is a file, not a folder"):
+        RunFolder(tmp_path / "file" / "run").check()
+    with pytest.raises(RunFolderError, match="is a file, not a folder"):
+        with RunFolder(tmp_path / "file" / "run" / "deeper"):
+            pass
+    assert (tmp_path / "file").read_text() == "x"

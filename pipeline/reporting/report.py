@@ -9,7 +9,6 @@ confusion matrix, the stage timings and memory, the config, and the filter pictu
 """
 
 import html
-import json
 import os
 from pathlib import Path
 
@@ -20,7 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from ..model_files import load_model  # noqa: E402
+from ..model_files import load_run  # noqa: E402
+from ..storage.atomic import write_text_atomic  # noqa: E402
+from .visualize import save_figure  # noqa: E402
 
 # Test accuracy in Ergen and Pilanci (JMLR 2021), Table 1 (method.md section 3): model -> dataset -> accuracy.
 PAPER = {
@@ -56,12 +57,7 @@ class RunSummary:
 
     def __init__(self, folder):
         self.folder = Path(folder)
-        metrics_path = self.folder / "metrics.json"
-        if not metrics_path.is_file():
-            raise FileNotFoundError(f"{metrics_path} not found: {self.folder} is not a finished run "
-                                    "(run `python run.py train --out FOLDER` first)")
-        self.metrics = json.loads(metrics_path.read_text())
-        model = load_model(self.folder)
+        model, self.metrics = load_run(self.folder)  # both of one run
         weights = model.output_layer_.coef_ if self.model == "convex_rf" else getattr(model, "output_weights_", None)
         self.used_per_class = None if weights is None else np.count_nonzero(weights, axis=0)
 
@@ -119,8 +115,8 @@ def write_report(runs, out=None):
         pictures = [run.folder / name for name in ("filters.png", "filters_by_class.png")]
         if all(path.is_file() for path in pictures):  # from `run.py visualize`
             blocks += [("h3", "Filters")] + [("img", os.path.relpath(path, out)) for path in pictures]
-    (out / "report.md").write_text(_markdown(blocks))
-    (out / "report.html").write_text(_html(blocks))
+    write_text_atomic(out / "report.md", _markdown(blocks))
+    write_text_atomic(out / "report.html", _html(blocks))
     return out / "report.html", out / "report.md"
 
 
@@ -151,7 +147,7 @@ def _accuracy_plot(summaries, path):
     axis.set_xlabel("filters")
     axis.set_ylabel("accuracy (test or validation split)")
     axis.legend()
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(figure, path, dpi=120)
     plt.close(figure)
     return path.name
 
@@ -168,7 +164,7 @@ def _confusion_plot(run, path):
     axis.set_yticks(range(len(classes)), classes)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(figure, path, dpi=120)
     plt.close(figure)
     return path.name
 

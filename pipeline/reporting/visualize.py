@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import skimage.util  # noqa: E402
 
 from ..model_files import load_model  # noqa: E402
+from ..storage.atomic import atomic_path  # noqa: E402
 
 
 def filter_images(model):
@@ -58,6 +59,12 @@ def montage(images, columns):
                                      fill=(1.0,) * images.shape[-1], channel_axis=-1)
 
 
+def save_figure(figure, path, dpi):
+    """Save ``figure`` as a PNG at ``path``, atomically (a failed write leaves no half picture)."""
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=dpi, bbox_inches="tight")
+
+
 def _show(axis, picture):
     axis.imshow(picture[..., 0] if picture.shape[2] == 1 else picture, cmap="gray", interpolation="nearest",
                 vmin=0, vmax=1)
@@ -77,7 +84,7 @@ def save_filter_pictures(run, max_filters=400, per_class=10):
     _show(axis, montage(shown, columns))
     what = "filters (un-whitened)" if hasattr(model, "features_") else "hidden neurons"
     axis.set_title(f"{len(shown)} of {len(images)} {what}")
-    figure.savefig(run / "filters.png", dpi=150, bbox_inches="tight")
+    save_figure(figure, run / "filters.png", dpi=150)
     plt.close(figure)
 
     importance = filter_importance(model)
@@ -88,6 +95,6 @@ def save_filter_pictures(run, max_filters=400, per_class=10):
         _show(axis, montage(images[chosen], per_class))
         axis.set_ylabel(name, rotation=0, ha="right", va="center")
     figure.suptitle(f"largest output weights per class (top {per_class})")
-    figure.savefig(run / "filters_by_class.png", dpi=150, bbox_inches="tight")
+    save_figure(figure, run / "filters_by_class.png", dpi=150)
     plt.close(figure)
     return run / "filters.png", run / "filters_by_class.png"

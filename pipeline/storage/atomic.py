@@ -14,14 +14,44 @@ def atomic_path(path):
     The temporary name, ``.<name>.<pid>.tmp``, is what :func:`remove_stale_temporaries` cleans up
     after a killed job. The parent folder is created.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_paths(path) as (temporary,):
         yield temporary
-        os.replace(temporary, path)
+
+
+@contextmanager
+def atomic_paths(*paths):
+    """Yield a list of temporary paths beside ``paths``; on success each is renamed over its path, in the
+    order given, else all are removed.
+
+    Every file is complete before the first rename, so a failure while writing (an exception, a full
+    disk) leaves all of ``paths`` as they were; only a kill between two renames can leave some replaced
+    and others not, which is why files that belong together carry each other's checksums
+    (:mod:`pipeline.storage.model_io`). An OSError while writing is raised naming the path it was for.
+    """
+    paths = [Path(path) for path in paths]
+    temporaries = [path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in paths]
+    try:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            yield temporaries
+        except OSError as error:
+            if error.errno is None:
+                raise
+            raise OSError(error.errno, error.strerror, _written(error, temporaries, paths)) from error
+        for temporary, path in zip(temporaries, paths):
+            os.replace(temporary, path)
     finally:
-        temporary.unlink(missing_ok=True)
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+
+
+def _written(error, temporaries, paths):
+    """The path (as text) that ``error`` happened writing: its own, else the only one, else their folder."""
+    for temporary, path in zip(temporaries, paths):
+        if error.filename in (str(temporary), temporary):
+            return str(path)
+    return str(paths[0] if len(paths) == 1 else paths[0].parent)
 
 
 def save_npz_atomic(path, arrays):

@@ -6,12 +6,18 @@ pass that writes it, so standardisation needs no second pass. Blocks are written
 file I/O at their offsets, not through a memory map, so the resident memory of the process stays at a
 block however large the file: the page cache, not the process, holds what fits.
 
-Filling is resumable: after every block a checkpoint (rows done and the sums so far) is written
-atomically next to the file; a killed fill continues from the last checkpoint, and the store is only
-complete when the checkpoint says all rows are done.
+Filling is resumable: a checkpoint (rows done, the sums so far, and the end row and SHA-256 of every
+block written) is written atomically next to the file; a killed fill continues from the last checkpoint,
+and the store is only complete when the checkpoint says all rows are done. A crash can still damage
+the files (a truncated or unreadable checkpoint, blocks the disk never received), so nothing in a
+checkpoint is trusted unread: :meth:`FeatureStore.fill` (and :meth:`FeatureStore.verify`) re-read the
+blocks it lists, keep those whose digests match, recompute the sums from them, and compute the rest
+again. A store that cannot be verified is recomputed from its first row, never read as it is.
 """
 
+import hashlib
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +28,7 @@ from .atomic import save_npz_atomic
 
 DTYPES = ("float32", "float16")
 _CHECKPOINT_SECONDS = 30.0
+_CHECKPOINT_ENTRIES = ("rows_done", "n_rows", "sums", "sumsq", "block_stops", "block_digests")
 
 
 class FeatureStore:
@@ -38,19 +45,21 @@ class FeatureStore:
     # -- writing ---------------------------------------------------------------------------------
 
     def fill(self, function, X, dtype="float32", block_rows=256, n_jobs=1, scheduler=None, progress=None,
-             checkpoint_seconds=_CHECKPOINT_SECONDS):
+             checkpoint_seconds=_CHECKPOINT_SECONDS, log=None):
         """Store ``function(X[start:stop])`` for consecutive row blocks of ``X``, resuming an earlier fill.
 
         ``function`` maps (b, ...) rows to a (b, F) float array, row by row; blocks are computed by
         :func:`features.parallel.map_blocks` (``n_jobs`` local workers or a Dask ``scheduler``).
         ``progress(rows)`` is called with the number of rows finished so far (including resumed ones).
         A checkpoint is written after the first block that ends ``checkpoint_seconds`` after the
-        previous one, and after the last. Returns self.
+        previous one, and after the last. An earlier fill is resumed after its last verified block
+        (:meth:`verify`); ``log(line)`` says what was damaged. Returns self.
         """
         if dtype not in DTYPES:
             raise ValueError(f"feature dtype must be one of {DTYPES}, got {dtype!r}")
         n_rows = len(X)
-        done, sums, sumsq = self._checkpoint(n_rows, dtype)
+        stops, digests, sums, sumsq = self._verified(n_rows, dtype, log)
+        done = stops[-1] if stops else 0
         last_checkpoint = time.monotonic()
         if progress is not None and done:
             progress(done)
@@ -61,41 +70,95 @@ class FeatureStore:
             if sums is None:
                 sums, sumsq = np.zeros(block.shape[1]), np.zeros(block.shape[1])
                 np.lib.format.open_memmap(self.path, mode="w+", dtype=dtype, shape=(n_rows, block.shape[1]))
-            self._write(start, block)
-            wide = block.astype(np.float64)
-            sums += wide.sum(axis=0)
-            sumsq += np.einsum("ij,ij->j", wide, wide)
+            stops.append(stop)
+            digests.append(self._write(start, block))
+            _accumulate(sums, sumsq, block)
             if stop == n_rows or time.monotonic() - last_checkpoint >= checkpoint_seconds:
-                save_npz_atomic(self.progress_path, {"rows_done": np.int64(stop), "n_rows": np.int64(n_rows),
-                                                     "sums": sums, "sumsq": sumsq})
+                save_npz_atomic(self.progress_path, {
+                    "rows_done": np.int64(stop), "n_rows": np.int64(n_rows), "sums": sums, "sumsq": sumsq,
+                    "block_stops": np.array(stops, dtype=np.int64),
+                    "block_digests": np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32)})
                 last_checkpoint = time.monotonic()
             if progress is not None:
                 progress(stop)
         return self
 
-    def _checkpoint(self, n_rows, dtype):
-        """(rows done, sums, sums of squares) of an earlier fill of this file, or (0, None, None)."""
+    def verify(self, log=None):
+        """Whether the store is complete and every block holds the bytes that were written (one read pass)."""
+        checkpoint = self._checkpoint(log)
+        if checkpoint is None:
+            return False
+        n_rows = int(checkpoint["n_rows"])
+        stops = self._verified(n_rows, self.dtype, log, checkpoint)[0]
+        return bool(stops) and stops[-1] == n_rows
+
+    def _verified(self, n_rows, dtype, log, checkpoint=None):
+        """``(block stops, block digests, sums, sums of squares)`` of the blocks of an earlier fill of
+        ``n_rows`` rows of ``dtype`` whose bytes match their digests, up to the first that does not;
+        ``([], [], None, None)`` when there is nothing to resume (the file is then written anew)."""
+        checkpoint = self._checkpoint(log) if checkpoint is None else checkpoint
+        if checkpoint is None or int(checkpoint["n_rows"]) != n_rows or self.dtype != np.dtype(dtype):
+            return [], [], None, None
+        n_cols = self.shape[1]
+        stops, digests, sums, sumsq = [], [], np.zeros(n_cols), np.zeros(n_cols)
+        start = 0
+        for stop, digest in zip(checkpoint["block_stops"].tolist(), checkpoint["block_digests"]):
+            data = self._read(start, stop)
+            if hashlib.sha256(data).digest() != digest.tobytes():
+                _report(log, f"{self.path.name}: rows {start}-{stop} do not hold what was written (lost or "
+                        "changed on disk); computing them again")
+                break
+            stops.append(stop)
+            digests.append(digest.tobytes())
+            _accumulate(sums, sumsq, np.frombuffer(data, dtype=self.dtype).reshape(-1, n_cols))
+            start = stop
+        return (stops, digests, sums, sumsq) if stops else ([], [], None, None)
+
+    def _checkpoint(self, log):
+        """The checkpoint's arrays once they fit the ``.npy`` file (header, size), or None."""
         if not (self.progress_path.is_file() and self.path.is_file()):
-            return 0, None, None
-        with np.load(self.progress_path) as saved:
-            if int(saved["n_rows"]) != n_rows or self.dtype != np.dtype(dtype):
-                return 0, None, None
-            return int(saved["rows_done"]), saved["sums"], saved["sumsq"]
+            return None
+        try:
+            with np.load(self.progress_path, allow_pickle=False) as saved:
+                checkpoint = {name: saved[name] for name in _CHECKPOINT_ENTRIES}
+            (n_rows, n_cols), dtype, offset = self._header()
+            stops = checkpoint["block_stops"]
+            fits = (int(checkpoint["n_rows"]) == n_rows and checkpoint["block_digests"].shape == (len(stops), 32)
+                    and 0 < len(stops) and 0 < stops[0] and np.all(np.diff(stops) > 0)
+                    and int(checkpoint["rows_done"]) == stops[-1] <= n_rows
+                    and self.path.stat().st_size == offset + n_rows * n_cols * dtype.itemsize)
+            problem = None if fits else "it does not fit the feature file"
+        except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as error:
+            problem = f"{type(error).__name__}: {error}"
+        if problem is not None:
+            _report(log, f"{self.path.name}: the checkpoint of an earlier fill is damaged ({problem}): a fill "
+                    "interrupted while writing, or a damaged disk; computing the features again from the first row")
+            return None
+        return checkpoint
 
     def _write(self, start, block):
+        """Write ``block`` (b, F) of the storage dtype at row ``start``; returns the SHA-256 of its bytes."""
+        data = np.ascontiguousarray(block).tobytes()
         with open(self.path, "r+b") as handle:
             handle.seek(self._data_offset() + start * block.shape[1] * block.itemsize)
-            handle.write(np.ascontiguousarray(block).tobytes())
+            handle.write(data)
+        return hashlib.sha256(data).digest()
+
+    def _read(self, start, stop):
+        """The stored bytes of rows ``start:stop`` (fewer if the file ends first)."""
+        row_bytes = self.shape[1] * self.dtype.itemsize
+        with open(self.path, "rb") as handle:
+            handle.seek(self._data_offset() + start * row_bytes)
+            return handle.read((stop - start) * row_bytes)
 
     # -- reading ---------------------------------------------------------------------------------
 
     @property
     def complete(self):
-        """True when every row has been written."""
-        if not (self.progress_path.is_file() and self.path.is_file()):
-            return False
-        with np.load(self.progress_path) as saved:
-            return int(saved["rows_done"]) == int(saved["n_rows"])
+        """True when the checkpoint says every row has been written and fits the file (header and size;
+        the blocks' bytes are checked by :meth:`verify`)."""
+        checkpoint = self._checkpoint(log=None)
+        return checkpoint is not None and int(checkpoint["rows_done"]) == int(checkpoint["n_rows"])
 
     @property
     def shape(self):
@@ -153,6 +216,18 @@ class FeatureStore:
 
     def _data_offset(self):
         return self._header()[2]
+
+
+def _accumulate(sums, sumsq, block):
+    """Add the column sums and sums of squares (F,) float64 of ``block`` (b, F) in place."""
+    wide = block.astype(np.float64)
+    sums += wide.sum(axis=0)
+    sumsq += np.einsum("ij,ij->j", wide, wide)
+
+
+def _report(log, line):
+    if log is not None:
+        log(line)
 
 
 def _stored(block, dtype):

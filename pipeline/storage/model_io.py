@@ -7,6 +7,15 @@ the manifest text, so a hand-edited or mismatched pair of files is refused on lo
 detect accidents and edits, not forgery). Nothing is decompressed before the zip directory and each
 ``.npy`` header agree with the manifest, so a file cannot make the loader allocate more than its
 manifest declares. The tree of the estimator is :mod:`pipeline.storage.model_tree`.
+
+A run folder's ``metrics.json`` belongs to its model: :func:`save_model` with ``metrics`` writes the three
+files as one group (:func:`pipeline.storage.atomic.atomic_paths`: all written, then renamed, so a failed
+save changes none of them) and stamps the metrics with the manifest's SHA-256 (``model_manifest_sha256``).
+With the npz's checksum of the manifest this makes a chain metrics -> manifest -> arrays, which
+:func:`load_run` follows (metrics first): whatever a reader meets (a job renaming the files as it reads,
+a job killed between two renames), it gets the model and the metrics of one run or a ModelFileError,
+never a model from one run with the metrics of another. Readers need no lock, so a finished run can be
+read while the next one trains in the same folder.
 """
 
 import hashlib
@@ -21,16 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import save_npz_atomic, write_text_atomic
+from .atomic import atomic_paths
 from .model_tree import Decoder, ModelFileError, all_finite, encode_estimator
 
-__all__ = ["ModelFileError", "load_model", "read_manifest", "save_model"]
+__all__ = ["ModelFileError", "load_model", "load_run", "read_manifest", "read_metrics", "save_model"]
 
 FORMAT = "convexrf-model"
 FORMAT_VERSION = 1
 NPZ_NAME = "model.npz"
 JSON_NAME = "model.json"
 CHECKSUM_KEY = "__manifest_sha256__"
+METRICS_NAME = "metrics.json"
+METRICS_CHECKSUM_KEY = "model_manifest_sha256"
 
 _ARRAY_KINDS = "biufcU"  # array dtypes that model files hold: bool, ints, floats, complex, str
 _MAX_DIMENSIONS = 32  # numpy's limit (NPY_MAXDIMS)
@@ -47,12 +58,14 @@ _MAX_DEFLATE_RATIO = 1032  # the most that deflate expands: 258 bytes per 2-bit 
 # Saving
 
 
-def save_model(estimator, folder, *, registry, config=None):
-    """Save a fitted ``estimator`` as ``folder/model.npz`` then ``folder/model.json``, both atomically.
+def save_model(estimator, folder, *, registry, config=None, metrics=None):
+    """Save a fitted ``estimator`` as ``folder/model.npz`` and ``folder/model.json``, atomically together.
 
     ``config`` (a JSON-serialisable dict, e.g. the job's config) is stored in the manifest. Every
     estimator class in the tree must be in ``registry`` (``{class name: class}``, e.g.
-    :data:`pipeline.model_files.REGISTRY`), so that what is saved can be loaded.
+    :data:`pipeline.model_files.REGISTRY`), so that what is saved can be loaded. ``metrics`` (a
+    JSON-serialisable dict, e.g. a run's accuracies) is written in the same group as
+    ``folder/metrics.json``, stamped with the manifest's checksum (read back by :func:`load_run`).
     """
     arrays = {}
     tree = encode_estimator(estimator, "", arrays, registry)
@@ -74,9 +87,15 @@ def save_model(estimator, folder, *, registry, config=None):
         raise ModelFileError(f"cannot save the model to {folder}: the config is not JSON-serialisable "
                              f"({error}); pass dicts, lists, strings and finite numbers") from error
     folder = Path(folder)
-    arrays[CHECKSUM_KEY] = np.array(hashlib.sha256(text.encode("utf-8")).hexdigest())
-    save_npz_atomic(folder / NPZ_NAME, arrays)
-    write_text_atomic(folder / JSON_NAME, text)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    arrays[CHECKSUM_KEY] = np.array(digest)
+    texts = [text] + ([] if metrics is None else [json.dumps({**metrics, METRICS_CHECKSUM_KEY: digest}, indent=2)])
+    names = [JSON_NAME, METRICS_NAME][:len(texts)]
+    with atomic_paths(folder / NPZ_NAME, *(folder / name for name in names)) as (npz, *others):
+        with open(npz, "wb") as handle:
+            np.savez(handle, **arrays)
+        for path, content in zip(others, texts):
+            path.write_text(content, encoding="utf-8", newline="")
 
 
 def _digest(array):
@@ -100,6 +119,33 @@ def read_manifest(folder):
     return manifest
 
 
+def read_metrics(folder):
+    """The ``metrics.json`` of a run folder as a dict (with the ``model_manifest_sha256`` of its model)."""
+    path = Path(folder) / METRICS_NAME
+    rerun = f"re-run `python run.py train --out {folder}` to write it again (finished stages are reused)"
+    if not path.is_file():
+        raise ModelFileError(f"{path} not found: {folder} is not a finished run (run `python run.py train "
+                             "--out FOLDER` first)")
+    if path.stat().st_size > _MAX_MANIFEST_BYTES:
+        raise ModelFileError(f"{path} is larger than the {_MAX_MANIFEST_BYTES // 2**20} MiB metrics may have; {rerun}")
+    try:
+        metrics = _parse_json(path.read_bytes().decode("utf-8"), path, allow_nan=True)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFileError(f"{path} is not valid JSON ({error}); {rerun}") from error
+    if not isinstance(metrics, dict) or type(metrics.get(METRICS_CHECKSUM_KEY)) is not str:
+        raise ModelFileError(f"{path} does not name the model it belongs to (no {METRICS_CHECKSUM_KEY!r}: "
+                             f"written by an older convexrf, or edited); {rerun}")
+    return metrics
+
+
+def load_run(folder, *, registry, fitted_states=None, device="cpu"):
+    """``(model, metrics)`` of a run folder, both of one run: :func:`read_metrics` first, then the model
+    (:func:`load_model`), refused unless its manifest is the one that the metrics name."""
+    metrics = read_metrics(folder)
+    manifest, entries = _read_checked(folder, manifest_sha256=metrics[METRICS_CHECKSUM_KEY])
+    return _decoded(folder, manifest, entries, registry, fitted_states, device), metrics
+
+
 def load_model(folder, *, registry, fitted_states=None, device="cpu"):
     """The fitted estimator saved in ``folder``, rebuilt from classes in ``registry`` only.
 
@@ -110,19 +156,29 @@ def load_model(folder, *, registry, fitted_states=None, device="cpu"):
     on is not part of the model.
     """
     manifest, entries = _read_checked(folder)
+    return _decoded(folder, manifest, entries, registry, fitted_states, device)
+
+
+def _decoded(folder, manifest, entries, registry, fitted_states, device):
+    """The estimator of a checked manifest and its arrays (see :func:`load_model`)."""
     _check_arrays(entries, manifest["arrays"], Path(folder) / NPZ_NAME)
     decoder = Decoder(entries, registry, fitted_states or {}, Path(folder) / JSON_NAME, device)
     return decoder.value(manifest.get("estimator"), "", True)
 
 
-def _read_checked(folder, names=None):
+def _read_checked(folder, names=None, manifest_sha256=None):
     """``(manifest, {name: array})`` of the model in ``folder`` once the manifest checksum matches.
 
     The arrays are the npz entries ``names`` (all that the manifest lists when None), less the
-    checksum entry.
+    checksum entry. With ``manifest_sha256`` (from ``metrics.json``) the manifest must also have that
+    checksum.
     """
     npz_path, json_path = _model_paths(folder)
     manifest, digest = _parse_manifest(json_path)
+    if manifest_sha256 is not None and manifest_sha256 != digest:
+        raise ModelFileError(f"{Path(folder) / METRICS_NAME} and {json_path} are from different runs (a job "
+                             "is saving into this folder now, or was stopped while saving): wait for it to "
+                             f"finish, or re-run `python run.py train --out {folder}` (finished stages are reused)")
     listed = _listed_arrays(manifest, json_path)
     entries = _read_npz(npz_path, listed, names)
     stored = entries.pop(CHECKSUM_KEY)
@@ -191,9 +247,10 @@ def _listed_dtype(meta):
     return dtype if dtype.kind in _ARRAY_KINDS and dtype.shape == () and dtype.names is None else None
 
 
-def _parse_json(text, path):
+def _parse_json(text, path, allow_nan=False):
     """``json.loads(text)``, refused when nested deeper than ``_MAX_DEPTH`` or when an integer has more
-    than ``_MAX_INT_DIGITS`` digits (both checked without recursion, before or while parsing)."""
+    than ``_MAX_INT_DIGITS`` digits (both checked without recursion, before or while parsing), and
+    unless ``allow_nan`` when it holds ``NaN`` or ``Infinity``."""
     depth = _nesting_depth(text)
     if depth > _MAX_DEPTH:
         raise ModelFileError(f"{path} nests {depth} levels deep, more than the {_MAX_DEPTH} a model manifest "
@@ -209,7 +266,7 @@ def _parse_json(text, path):
         raise ModelFileError(f"{path} holds {name}, which is not JSON (model files write non-finite "
                              "numbers as strings); restore the original file")
 
-    return json.loads(text, parse_int=parse_int, parse_constant=parse_constant)
+    return json.loads(text, parse_int=parse_int, **({} if allow_nan else {"parse_constant": parse_constant}))
 
 
 def _nesting_depth(text):

@@ -27,11 +27,25 @@ class RunFolder:
         self.log = log
         self._handle = None
 
-    def __enter__(self):
+    def check(self):
+        """Raise RunFolderError unless the folder exists or can be made: the path and the nearest of its
+        parents that exists must be folders this user may write in (cheap: nothing is created)."""
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"--out {self.path} is a file, not a folder: give a folder for the run")
-        self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / LOCK_NAME, "a+")
+        existing = next(parent for parent in (self.path, *self.path.absolute().parents) if parent.exists())
+        if not existing.is_dir():
+            raise RunFolderError(f"--out {self.path}: {existing} is a file, not a folder; give a folder path")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise RunFolderError(f"--out {self.path}: this user may not write in {existing}; give another folder")
+
+    def __enter__(self):
+        self.check()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / LOCK_NAME, "a+")
+        except OSError as error:
+            raise RunFolderError(f"--out {self.path} cannot be used as a run folder ({error.strerror}); "
+                                 "give another folder") from error
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
