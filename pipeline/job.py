@@ -27,6 +27,7 @@ from .cached_stages import CachedStages
 from .config import ConfigError, check_against_images
 from .model_files import save_model
 from .readout import ridge_readout as fit_ridge_readout
+from .readout.path import path_records
 from .reporting.metrics import classification_metrics
 from .schema import build_model, build_pixel_model, data_source, feature_storage
 from .storage.run_folder import RunFolder
@@ -101,6 +102,9 @@ def fit_convex_rf(config, train_set, eval_set, stages, log):
     log(f"[output] beta = {output_layer.beta_:.4g} (beta_max {output_layer.beta_max_:.4g}), "
         f"{n_used} of {output_layer.coef_.shape[0]} features used"
         f"{' (least-squares refit on them)' if output_layer.refit else ''}, {output_layer.n_iter_} SPGL1 iterations")
+    if output_layer.path_ is not None:
+        log(f"[output] beta chosen on held-out rows: {output_layer.beta_ratio_:.4g} of beta_max, after "
+            f"{len(output_layer.path_)} penalties of the path")
     with stages.timed("evaluate"):
         predictions = tuple(np.searchsorted(classes, output_layer.predict(features))
                             for features in (train_features, eval_features))
@@ -115,6 +119,7 @@ def fit_convex_rf(config, train_set, eval_set, stages, log):
         "n_features_used": n_used,
         "beta": float(output_layer.beta_),
         "beta_max": float(output_layer.beta_max_),
+        **({"beta_path": path_records(output_layer.path_)} if output_layer.path_ is not None else {}),
         **({"ridge_readout": ridge} if ridge else {}),
     }
     return model, predictions, details

@@ -18,7 +18,8 @@ from .baselines import (BackpropNetwork, ClosedFormNetwork, CuttingPlaneNetwork,
 from .classifier import ConvexRFClassifier
 from .readout import L1OutputLayer
 from .storage import model_io
-from .storage.fitted_state import (ARRAY, ARRAY_OR_REAL, FLAG, IMAGE_SHAPE, INTEGER, LABELS, REAL, REALS,
+from .storage.fitted_state import (ARRAY, ARRAY_OR_REAL, FLAG, IMAGE_SHAPE, INTEGER, LABELS, OPTIONAL_ARRAY,
+                                   OPTIONAL_REAL, REAL, REALS,
                                    FittedState, instance_of)
 from .storage.model_io import JSON_NAME, ModelFileError
 
@@ -100,7 +101,8 @@ def _fitted_states(registry):
         "L1OutputLayer": {"n_features_in_": INTEGER, "intercept_": ARRAY, "mean_": ARRAY_OR_REAL,
                           "scale_": ARRAY_OR_REAL, "n_rounds_": INTEGER, "beta_max_": REAL, "classes_": LABELS,
                           "l1_coef_": ARRAY, "coef_": ARRAY, "tau_": REAL, "dual_norm_": REAL, "beta_": REAL,
-                          "n_iter_": INTEGER, "n_solves_": INTEGER, "converged_": FLAG},
+                          "n_iter_": INTEGER, "n_solves_": INTEGER, "converged_": FLAG,
+                          "path_": OPTIONAL_ARRAY, "beta_ratio_": OPTIONAL_REAL},
         "ConvexRFClassifier": {"features_": instance_of(registry["ConvReLUPool"]),
                                "output_layer_": instance_of(registry["L1OutputLayer"]), "classes_": LABELS,
                                "n_features_in_": INTEGER},

@@ -20,9 +20,9 @@ from features.parameters import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, 
 from ..class_scores import ClassScoresMixin, check_labels
 from ..storage.feature_store import ArrayFeatures, FeatureStore, RowSubset, standardized_columns
 from .operators import StreamedOperator
-from .path import validated_path
+from .path import path_table, validated_path
 from .penalties import group_norms, penalty_functions, row_duals
-from .solve import MODES, PRECISIONS, solve_standardized
+from .solve import MODES, PRECISIONS, SOLVERS, solve_standardized
 from .working_set import STRATEGIES, solve_out_of_core
 
 try:  # scikit-learn >= 1.6
@@ -115,6 +115,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         ``beta_max`` geometrically down to ``min_penalty_ratio * beta_max`` (:mod:`pipeline.readout.path`)
     patience : int, ``beta="auto"``: stop the path after this many penalties without better held-out accuracy
     random_state : int or None, seeds the held-out split of ``beta="auto"``
+    solver : "spgl1" | "skglm", SPGL1 (every mode) or skglm's coordinate descent (penalised mode only,
+        :mod:`pipeline.readout.skglm_solver`), also inside the working sets
     verbose : int, SPGL1 verbosity (0 silent)
 
     ``fit``, ``decision_function`` and ``predict`` take an in-memory (n, F) array or a complete
@@ -127,9 +129,10 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     tau_ (``Omega(l1_coef_)``), n_iter_ (SPGL1 iterations, all solves), beta_max_
     (``Omega*(B_std^T Y_c)``), dual_norm_ (``Omega*(B_std^T R)`` at the solution), n_solves_,
     converged_, n_features_in_, n_rounds_ (working-set rounds; 1 for a direct solve), l1_coef_ (the l1
-    solution; the same array as ``coef_`` unless ``refit``), path_ (``beta="auto"``: one dict per solved
-    penalty: tau, beta, beta_ratio, n_features, score (held-out accuracy), seconds, n_iter, converged,
-    chosen; else None), beta_ratio_ (the chosen ``beta / beta_max`` of the path's rows, or None).
+    solution; the same array as ``coef_`` unless ``refit``), path_ (``beta="auto"``: (points, 9) array, one row
+    per solved penalty with the columns :data:`pipeline.readout.path.PATH_COLUMNS`: tau, beta, beta_ratio,
+    n_features, score (held-out accuracy), seconds, n_iter, converged, chosen;
+    :func:`pipeline.readout.path.path_records` makes dicts of it; else None), beta_ratio_ (the chosen ``beta / beta_max`` of the path's rows, or None).
     """
 
     _parameter_constraints = {
@@ -140,14 +143,14 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         "precision": [StrOptions(set(PRECISIONS))],
         "max_rounds": [POSITIVE_INT], "rough_beta_rtol": [POSITIVE, None], "validation_fraction": [FRACTION],
         "n_penalties": [POSITIVE_INT], "min_penalty_ratio": [FRACTION], "patience": [POSITIVE_INT],
-        "random_state": ["random_state"], "verbose": ["verbose"],
+        "random_state": ["random_state"], "solver": [StrOptions(set(SOLVERS))], "verbose": ["verbose"],
     }
 
     def __init__(self, mode="penalized", beta=0.01, tau=None, sigma=None, group=True,
                  relative=True, standardize=True, max_iter=2000, tol=1e-6, out_of_core="working_set",
                  working_set=1024, warm_start=False, refit=False, precision="auto",
                  max_rounds=20, rough_beta_rtol=0.05, validation_fraction=0.2, n_penalties=16,
-                 min_penalty_ratio=1e-3, patience=3, random_state=0, verbose=0):
+                 min_penalty_ratio=1e-3, patience=3, random_state=0, solver="spgl1", verbose=0):
         self.mode = mode
         self.beta = beta
         self.tau = tau
@@ -169,6 +172,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         self.min_penalty_ratio = min_penalty_ratio
         self.patience = patience
         self.random_state = random_state
+        self.solver = solver
         self.verbose = verbose
 
     # -- validation ------------------------------------------------------------------------------
@@ -178,6 +182,11 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         self._validate_params()
         if self.beta == "auto" and self.mode != "penalized":
             raise ValueError(f"beta='auto' chooses the penalty of mode='penalized', not mode={self.mode!r}")
+        if self.solver == "skglm" and self.mode != "penalized":
+            raise ValueError(f"solver='skglm' solves mode='penalized' only, not mode={self.mode!r}")
+        if self.solver == "skglm" and self.out_of_core == "stream":
+            raise ValueError("the 'stream' strategy runs SPGL1 on the file: solver='skglm' needs "
+                             "out_of_core='working_set'")
         needed = {"penalized": "beta", "lasso": "tau", "bpdn": "sigma"}[self.mode]
         if getattr(self, needed) is None:
             raise ValueError(f"mode={self.mode!r} needs {needed}")
@@ -221,10 +230,12 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         if W0 is not None and W0.shape != (self.n_features_in_, len(classes)):
             W0 = None
         mode, tau, self.path_, self.beta_ratio_ = self.mode, self.tau, None, None
-        if self.beta == "auto":  # the LASSO level of the best held-out point, warm-started from its solution
-            mode, tau, W0 = "lasso", *self._validated_path(features, Bs, y_index, strategy)
+        beta = None  # from self.beta
+        if self.beta == "auto":  # the best held-out point's LASSO level (or relative beta), from its solution
+            tau, W0 = self._validated_path(features, Bs, y_index, strategy)
+            mode, beta = ("lasso", None) if self.solver == "spgl1" else ("penalized", self.beta_ratio_)
         Y, self.intercept_ = _centred_one_hot(y_index, len(classes))
-        res, beta_abs, self.n_rounds_ = self._solve(features, Bs, Y, strategy, mode, tau, W0)
+        res, beta_abs, self.n_rounds_ = self._solve(features, Bs, Y, strategy, mode, tau, W0, beta)
         self.beta_max_ = res.beta_max
         if not res.converged:
             warnings.warn(f"L1OutputLayer ({self.mode}) did not converge: {res.message}",
@@ -252,20 +263,23 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         Bs, self.mean_, self.scale_ = _standardize(B, self.standardize)
         return ArrayFeatures(B), Bs, None
 
-    def _solve(self, features, Bs, Y, strategy, mode, tau, W0):
-        """Solve on ``features`` (or their standardised copy ``Bs``) with centred targets ``Y`` (n, K):
-        ``(SolveResult, absolute beta or None, working-set rounds)``."""
+    def _solve(self, features, Bs, Y, strategy, mode, tau, W0, beta=None, relative=True):
+        """Solve on ``features`` (or their standardised copy ``Bs``) with centred targets ``Y`` (n, K) at
+        penalty ``beta`` (``relative`` to beta_max or absolute; None: the ``beta`` and ``relative``
+        parameters): ``(SolveResult, absolute beta or None, working-set rounds)``."""
+        if beta is None:
+            beta, relative = self.beta, self.relative
         settings = dict(group=self.group, mode=mode, tau=tau, sigma=self.sigma, tol=float(self.tol),
-                        max_iter=self.max_iter, verbose=self.verbose, precision=self.precision)
+                        max_iter=self.max_iter, verbose=self.verbose, precision=self.precision, solver=self.solver)
         if Bs is None:
             return solve_out_of_core(features, self.mean_, self.scale_, Y, strategy=strategy,
-                                     working_set=self.working_set, beta=self.beta, relative=self.relative, W0=W0,
+                                     working_set=self.working_set, beta=beta, relative=relative, W0=W0,
                                      max_rounds=self.max_rounds, rough_beta_rtol=self.rough_beta_rtol, **settings)
         _, dual, _ = penalty_functions(self.group, Y.shape[1])
         beta_max = dual((Bs.T @ Y).ravel(), 1)
         beta_abs = None
         if mode == "penalized":
-            beta_abs = float(self.beta) * beta_max if self.relative else float(self.beta)
+            beta_abs = float(beta) * beta_max if relative else float(beta)
         res = solve_standardized(Bs, Y, beta=beta_abs, beta_max=beta_max, **settings,
                                  x0=None if W0 is None else W0.ravel())
         return res, beta_abs, 1
@@ -289,7 +303,9 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         top = int(np.argmax(duals))
         first_slope = float(np.sum(standardized_columns(fit_view, [top], self.mean_, self.scale_) ** 2))
 
-        def solve_at(tau, W0):
+        def solve_at(tau, beta, W0):
+            if self.solver == "skglm":
+                return self._solve(fit_view, fit_Bs, Y, strategy, "penalized", None, W0, beta, relative=False)[0]
             return self._solve(fit_view, fit_Bs, Y, strategy, "lasso", tau, W0)[0]
 
         def held_out_accuracy(W):
@@ -300,8 +316,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
 
         points, best, W = validated_path(solve_at, held_out_accuracy, float(duals.max()), first_slope,
                                          n_penalties=self.n_penalties, min_ratio=self.min_penalty_ratio,
-                                         patience=self.patience)
-        self.path_ = [dict(point.as_dict(), chosen=i == best) for i, point in enumerate(points)]
+                                         patience=self.patience, constrained=self.solver == "spgl1")
+        self.path_ = path_table(points, best)
         self.beta_ratio_ = points[best].beta_ratio
         return points[best].tau, W
 

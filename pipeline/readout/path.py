@@ -19,7 +19,7 @@ is returned with its solution, to warm-start the final fit on all rows.
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import astuple, dataclass, fields
 
 import numpy as np
 
@@ -33,7 +33,7 @@ _MIN_STEP, _MAX_STEP = 1.05, 2.0
 class PathPoint:
     """One solve of the path.
 
-    tau : float, the LASSO level ``Omega(W) <= tau``
+    tau : float, ``Omega(W)`` (the LASSO level the solution is optimal for)
     beta : float, the penalty the solution is optimal for, ``Omega*(B^T R)``
     beta_ratio : float, ``beta / beta_max``
     n_features : int, features with a non-zero coefficient (rows of ``W``; entries' rows for l1)
@@ -52,8 +52,21 @@ class PathPoint:
     n_iter: int
     converged: bool
 
-    def as_dict(self):
-        return asdict(self)
+
+
+# The columns of :func:`path_table`'s rows: PathPoint's fields, then whether the point was chosen.
+PATH_COLUMNS = tuple(field.name for field in fields(PathPoint)) + ("chosen",)
+
+
+def path_table(points, best):
+    """(len(points), len(PATH_COLUMNS)) float64 array of the path, one row per point (``chosen`` 1 or 0)."""
+    return np.array([[*astuple(point), float(i == best)] for i, point in enumerate(points)], dtype=np.float64)
+
+
+def path_records(table):
+    """One dict per row of a :func:`path_table` (integers and flags as int / bool), e.g. for metrics.json."""
+    kinds = {field.name: field.type for field in fields(PathPoint)} | {"chosen": bool}
+    return [{name: kinds[name](value) for name, value in zip(PATH_COLUMNS, row)} for row in np.asarray(table)]
 
 
 def penalty_grid(n_penalties, min_ratio):
@@ -83,17 +96,21 @@ def next_tau(target, points, beta_max, first_slope):
     return float(np.clip(tau, _MIN_STEP * t2, _MAX_STEP * t2))
 
 
-def validated_path(solve_at, score, beta_max, first_slope, *, n_penalties, min_ratio, patience):
+def validated_path(solve_at, score, beta_max, first_slope, *, n_penalties, min_ratio, patience, constrained=True):
     """Walk the LASSO path and keep the best-scoring point.
 
     Parameters
     ----------
-    solve_at : callable ``(tau, W0) -> SolveResult`` (``W0``: the previous (F, K) solution or None)
+    solve_at : callable ``(tau, beta, W0) -> SolveResult``: the LASSO solution at ``tau`` (or, for a solver
+        without the LASSO form, the penalised one at the aimed ``beta``), ``W0`` the previous (F, K)
+        solution or None
     score : callable ``(W) -> float``, higher is better (held-out accuracy of the (F, K) solution)
     beta_max : float, ``Omega*(B^T Y)`` of the fitted rows
     first_slope : float, ``||B_f||^2`` of the feature with the largest dual value (the first to enter)
     n_penalties, min_ratio : the grid of :func:`penalty_grid`, also the most points solved
     patience : int, stop after this many points in a row without a better score
+    constrained : bool, ``solve_at`` solves LASSO problems (False: penalised ones, which have no
+        least-squares end to detect)
 
     Returns ``(points, best, W_best)``: the :class:`PathPoint` list, the index of the best and its solution.
     """
@@ -103,9 +120,9 @@ def validated_path(solve_at, score, beta_max, first_slope, *, n_penalties, min_r
             continue  # the last point already reached this penalty
         start = time.perf_counter()
         tau = next_tau(target, [(p.tau, p.beta) for p in points], beta_max, first_slope)
-        result = solve_at(tau, W)
+        result = solve_at(tau, target, W)
         W = result.W
-        point = PathPoint(float(tau), float(result.dual_norm), float(result.dual_norm / beta_max),
+        point = PathPoint(float(result.tau), float(result.dual_norm), float(result.dual_norm / beta_max),
                           int(np.count_nonzero(np.any(W != 0, axis=1))), float(score(W)),
                           0.0, int(result.n_iter), bool(result.converged))
         point.seconds = round(time.perf_counter() - start, 3)
@@ -114,7 +131,7 @@ def validated_path(solve_at, score, beta_max, first_slope, *, n_penalties, min_r
                     len(points), point.beta_ratio, point.n_features, point.score, point.seconds)
         if best is None or point.score > points[best].score:
             best, W_best = len(points) - 1, W
-        at_least_squares_end = result.tau < tau * (1 - 1e-6)
+        at_least_squares_end = constrained and result.tau < tau * (1 - 1e-6)
         if at_least_squares_end or len(points) - 1 - best >= patience or point.beta_ratio <= min_ratio:
             break
     return points, best, W_best

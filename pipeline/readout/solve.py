@@ -26,13 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .operators import compressed_problem, stacked_operator
-from .penalties import penalty_functions
+from .penalties import penalty_functions, row_duals
 from .root_find import beta_rtol_for, penalized_root_find
 from .spgl1_adapter import (EXIT_BPSOL_FOUND, EXIT_LEAST_SQUARES, EXIT_ROOT_FOUND, exit_message, lasso_solved,
                             run_spgl1)
 
 MODES = ("penalized", "lasso", "bpdn")
 PRECISIONS = ("auto", "float32", "float64")
+SOLVERS = ("spgl1", "skglm")
 # SPGL1 tolerance from which precision="auto" runs the compressed problem's products in float32.
 FLOAT32_TOL = 1e-3
 
@@ -150,7 +151,7 @@ def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, 
 
 
 def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, max_iter, verbose=0,
-                       x0=None, beta_rtol=None, precision="auto"):
+                       x0=None, beta_rtol=None, precision="auto", solver="spgl1"):
     """:func:`solve_l1` on in-memory features ``Bs`` (n, F) and targets ``Y`` (n, K), both centred.
 
     With more samples than features it solves the exact F x F compressed problem
@@ -161,15 +162,28 @@ def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, m
     ``tol >= 1e-3`` (``FLOAT32_TOL``), else float64. With K columns the products are bound by memory
     traffic, so half the bytes take about half the time, and float32's rounding (relative ``~1e-7`` per
     term, ``~1e-5`` over F terms) is far below a duality gap of ``1e-3``.
+
+    ``solver="skglm"`` solves the penalised mode by :func:`pipeline.readout.skglm_solver.solve_skglm`
+    instead (on the same compressed problem, in float64).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if solver == "skglm" and mode != "penalized":
+        raise ValueError(f"solver='skglm' solves mode='penalized' only, not mode={mode!r}: use solver='spgl1'")
     if Bs.shape[0] > Bs.shape[1]:
         Bs, Y, offset = compressed_problem(Bs, Y)
         if sigma is not None:
             sigma = np.sqrt(max(float(sigma) ** 2 - offset, 0.0))
-        if precision == "float32" or (precision == "auto" and tol >= FLOAT32_TOL):
+        if solver == "spgl1" and (precision == "float32" or (precision == "auto" and tol >= FLOAT32_TOL)):
             Bs = Bs.astype(np.float32)
+    if solver == "skglm":
+        # imported here: numba compiles skglm's solvers on first import, which SPGL1 users need not pay
+        from .skglm_solver import solve_skglm
+        if beta_max is None:
+            beta_max = row_duals(Bs.T @ Y, group).max(initial=0.0)
+        return solve_skglm(Bs, Y, group=group, beta=beta, beta_max=beta_max, tol=tol, max_iter=max_iter, x0=x0)
     return solve_l1(stacked_operator(Bs, Y.shape[1]), Y, group=group, mode=mode, beta=beta, tau=tau,
                     sigma=sigma, beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose, x0=x0,
                     beta_rtol=beta_rtol)

@@ -43,15 +43,15 @@ STRATEGIES = ("working_set", "stream")
 
 def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mode, beta, relative, tau,
                       sigma, tol, max_iter, verbose=0, W0=None, precision="auto",
-                      max_rounds=20, rough_beta_rtol=0.05):
+                      max_rounds=20, rough_beta_rtol=0.05, solver="spgl1"):
     """Solve the output-layer problem on ``store`` (N, F) with centred targets ``Y`` (N, K).
 
     ``working_set``: size of the first working set (``"working_set"`` strategy). Each round is logged
     (``logging``, INFO) on this module's logger. ``W0`` (F, K): a warm start (e.g. the solution for a
     nearby penalty); its non-zero rows also join the first working set. ``max_rounds``: most working-set
     rounds; ``rough_beta_rtol``: in penalised mode, how closely the rounds before the set settles match
-    ``beta`` (relative; None: as closely as the final round). ``precision``: see
-    :func:`pipeline.readout.solve.solve_standardized`.
+    ``beta`` (relative; None: as closely as the final round). ``precision`` and ``solver``: see
+    :func:`pipeline.readout.solve.solve_standardized` (skglm solves the working sets only, not ``"stream"``).
     Returns ``(SolveResult with W of shape (F, K) and R in the original space, absolute beta or None,
     rounds)``.
     """
@@ -62,13 +62,15 @@ def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mo
     _, dual, _ = penalty_functions(group, Y.shape[1])
     beta_max = dual(gradient.ravel(), 1)
     beta_abs = (float(beta) * beta_max if relative else float(beta)) if mode == "penalized" else None
+    if strategy == "stream" and solver != "spgl1":
+        raise ValueError(f"the 'stream' strategy runs SPGL1 on the file; solver={solver!r} needs 'working_set'")
     if strategy == "stream":
         result = solve_l1(operator, Y, group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma,
                           beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose,
                           x0=None if W0 is None else W0.ravel())
         return result, beta_abs, 1
     inner = dict(group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma, beta_max=beta_max, tol=tol,
-                 max_iter=max_iter, verbose=verbose, precision=precision)
+                 max_iter=max_iter, verbose=verbose, precision=precision, solver=solver)
     return _working_set(store, mean, scale, Y, operator, gradient, working_set, W0, inner, max_rounds,
                         rough_beta_rtol)
 

@@ -1,0 +1,126 @@
+"""The validated penalty path (pipeline/readout/path.py) and L1OutputLayer(beta="auto")."""
+
+import numpy as np
+import pytest
+
+from pipeline import L1OutputLayer
+from pipeline.readout.output_layer import _stratified_split
+from pipeline.readout.path import next_tau, path_records, penalty_grid
+from pipeline.readout.solve import solve_standardized
+from pipeline.storage import ArrayFeatures, FeatureStore, RowSubset
+
+
+def classes_on_a_few_features(n=240, n_features=40, seed=0):
+    """4 classes whose means differ on 5 of ``n_features`` Gaussian features."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    means = np.zeros((4, n_features))
+    means[np.arange(4), [1, 6, 11, 17]] = 1.5
+    means[:, 23] = [1.0, -1.0, 1.0, -1.0]
+    return means[y] + rng.standard_normal((n, n_features)), y
+
+
+def test_penalty_grid_is_geometric_and_ends_at_the_smallest_ratio():
+    grid = penalty_grid(4, 1e-2)
+    assert grid == pytest.approx([10 ** -0.5, 1e-1, 10 ** -1.5, 1e-2])
+
+
+def test_next_tau_follows_the_first_piece_then_bounded_secants():
+    assert next_tau(5.0, [], 10.0, first_slope=2.0) == pytest.approx(2.5)
+    # a power law lambda = 10 tau^-1 through two points is followed exactly
+    assert next_tau(2.5, [(1.0, 10.0), (2.0, 5.0)], 20.0, 1.0) == pytest.approx(4.0)
+    # steps are kept within [1.05, 2] times the last tau
+    assert next_tau(0.01, [(1.0, 10.0), (2.0, 5.0)], 20.0, 1.0) == pytest.approx(4.0)
+    assert next_tau(4.99, [(1.0, 10.0), (2.0, 5.0)], 20.0, 1.0) == pytest.approx(2.1)
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_auto_picks_the_penalty_a_brute_force_grid_picks(refit):
+    """Cold penalised solves at each of the path's penalties, on the same fit rows (standardised with the
+    statistics of all rows, as the path is) and scored on the same held-out rows, score as the
+    warm-started path did, and their best (the first, largest penalty, on ties) is the path's choice."""
+    B, y = classes_on_a_few_features(seed=4)
+    auto = L1OutputLayer(beta="auto", refit=refit, tol=1e-9, max_iter=100000, patience=50).fit(B, y)
+    assert len(path_records(auto.path_)) >= 8
+    fit_rows, held_out = _stratified_split(y, auto.validation_fraction, auto.random_state)
+    Bs = (B - auto.mean_) / auto.scale_
+    Y = (y[fit_rows, None] == np.arange(4)).astype(float)
+    intercept = Y.mean(axis=0)
+    Y -= intercept
+    scores = []
+    for point in path_records(auto.path_):
+        W = solve_standardized(Bs[fit_rows], Y, group=True, mode="penalized", beta=point["beta"], tau=None,
+                               sigma=None, beta_max=None, tol=1e-10, max_iter=100000, precision="float64").W
+        support = np.flatnonzero(np.any(W != 0, axis=1))
+        if refit:
+            W[support] = np.linalg.lstsq(Bs[np.ix_(fit_rows, support)], Y, rcond=None)[0]
+        predicted = np.argmax(Bs[held_out] @ W + intercept, axis=1)
+        scores.append(np.mean(predicted == y[held_out]))
+    assert scores == pytest.approx([point["score"] for point in path_records(auto.path_)], abs=1.5 / len(held_out))
+    chosen = [point["chosen"] for point in path_records(auto.path_)]
+    assert sum(chosen) == 1 and chosen[int(np.argmax(scores))]
+    assert auto.beta_ratio_ == pytest.approx(path_records(auto.path_)[int(np.argmax(scores))]["beta_ratio"])
+
+
+def test_auto_stops_when_held_out_accuracy_stops_improving():
+    B, y = classes_on_a_few_features(seed=5)
+    model = L1OutputLayer(beta="auto", patience=2, n_penalties=30).fit(B, y)
+    scores = [point["score"] for point in path_records(model.path_)]
+    best = int(np.argmax(scores))
+    assert len(scores) == best + 3 or path_records(model.path_)[-1]["beta_ratio"] <= model.min_penalty_ratio
+
+
+def test_auto_final_fit_is_optimal_on_all_rows_at_its_penalty():
+    """The final fit is the penalised optimum on all rows for the beta_ it reports (dual norm = beta_)
+    and uses about the path's choice of features."""
+    B, y = classes_on_a_few_features(seed=6)
+    model = L1OutputLayer(beta="auto", tol=1e-8, max_iter=100000).fit(B, y)
+    assert model.converged_
+    assert model.dual_norm_ == pytest.approx(model.beta_, rel=1e-4)
+    fixed = L1OutputLayer(beta=model.beta_, relative=False, tol=1e-8, max_iter=100000).fit(B, y)
+    assert model.objective(B, y) == pytest.approx(fixed.objective(B, y), rel=1e-6)
+
+
+def test_auto_agrees_in_memory_on_working_sets_on_a_store_and_with_skglm(tmp_path):
+    B, y = classes_on_a_few_features(seed=7)
+    store = FeatureStore(tmp_path / "features.npy").fill(lambda rows: rows, B.astype(np.float32))
+    B32 = B.astype(np.float32)
+    fits = [L1OutputLayer(beta="auto", tol=1e-8, max_iter=100000, **kwargs).fit(features, y)
+            for features, kwargs in [(B32, {}), (B32, dict(working_set=4)), (store, dict(working_set=4)),
+                                     (B32, dict(solver="skglm"))]]
+    reference = fits[0]
+    for fit in fits[1:3]:
+        assert [p["n_features"] for p in path_records(fit.path_)] == [p["n_features"] for p in path_records(reference.path_)]
+        assert fit.beta_ratio_ == pytest.approx(reference.beta_ratio_, rel=1e-3)
+        np.testing.assert_allclose(fit.coef_, reference.coef_, atol=1e-4 * np.abs(reference.coef_).max())
+    assert fits[3].score(B32, y) == pytest.approx(reference.score(B32, y), abs=0.02)
+
+
+def test_row_subset_reads_its_rows_of_a_store_and_of_an_array(tmp_path):
+    B = np.arange(60, dtype=np.float32).reshape(20, 3)
+    store = FeatureStore(tmp_path / "f.npy").fill(lambda rows: rows, B, block_rows=3)
+    rows = [17, 2, 5, 6, 11]
+    for features in (store, ArrayFeatures(B)):
+        subset = RowSubset(features, rows)
+        assert subset.shape == (5, 3) and len(subset) == 5
+        np.testing.assert_array_equal(np.concatenate([b for _, b in subset.row_blocks(block_rows=4)]),
+                                      B[np.sort(rows)])
+        np.testing.assert_array_equal(subset.columns([2, 0]), B[np.ix_(np.sort(rows), [2, 0])])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mode="lasso", tau=1.0), "beta='auto' chooses the penalty of mode='penalized'"),
+    (dict(validation_fraction=1.0), "'validation_fraction' parameter"),
+    (dict(min_penalty_ratio=0.0), "'min_penalty_ratio' parameter"),
+])
+def test_auto_bad_parameters_raise(kwargs, match):
+    B, y = classes_on_a_few_features(n=40)
+    with pytest.raises(ValueError, match=match):
+        L1OutputLayer(beta="auto", **kwargs).fit(B, y)
+
+
+def test_auto_needs_rows_of_every_class_to_hold_out():
+    B, y = classes_on_a_few_features(n=40)
+    y[0] = 9  # a class with one row
+    with pytest.raises(ValueError, match="give every class more rows, or set beta to a number"):
+        L1OutputLayer(beta="auto").fit(B, y)
