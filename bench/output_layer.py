@@ -75,10 +75,13 @@ def main(argv=None):
     common = dict(group=settings["group"], max_iter=settings["max_iter"], tol=settings["tol"])
     fixed = dict(common, beta=0.01)
     root_find, root_seconds = timed_fit(L1OutputLayer(**fixed), B, y)
-    fits = [("spgl1", "root-find", root_find, root_seconds),
-            ("spgl1", "lasso at tau*", *timed_fit(L1OutputLayer(**common, mode="lasso", tau=root_find.tau_), B, y)),
-            ("skglm", "penalized", *timed_fit(L1OutputLayer(**dict(fixed, tol=1e-6), solver="skglm"), B, y)),
-            ("spgl1", "path", *timed_fit(L1OutputLayer(**common, beta="auto", refit=settings["refit"]), B, y))]
+    fits = [("spgl1", "root-find", root_find, root_seconds)]
+    for solver, variant, layer in [
+            ("spgl1", "lasso at tau*", L1OutputLayer(**common, mode="lasso", tau=root_find.tau_)),
+            ("skglm", "penalized", L1OutputLayer(**dict(fixed, tol=1e-6), solver="skglm")),
+            ("spgl1", "path", L1OutputLayer(**common, beta="auto", refit=settings["refit"]))]:
+        print(f"{fits[-1][1]}: {fits[-1][3]:.1f} s", flush=True)
+        fits.append((solver, variant, *timed_fit(layer, B, y)))
     beta = root_find.beta_
     objectives = [fit.objective(B, y) if variant != "path" else None for _, variant, fit, _ in fits]
     for _, variant, fit, _ in fits[1:3]:

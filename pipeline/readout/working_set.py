@@ -20,8 +20,9 @@ one-hot targets, the modes and norms of :mod:`pipeline.readout.solve`):
   (for exact solves) the restricted optimum strictly improves from round to round and, while features
   violate, no set repeats. The first set holds the
   ``size`` features with the largest ``Omega*_f(B_f^T Y)`` (the ones that enter first along the
-  regularisation path). In penalised mode the rounds match ``lambda = beta`` only to 5 % (fewer LASSO
-  solves of the root-find, whose exactness is wasted on a set that will change) until no feature
+  regularisation path). In penalised mode the rounds match ``lambda = beta`` only to ``rough_beta_rtol``
+  (5 % by default; fewer LASSO solves of the root-find, whose exactness is wasted on a set that will
+  change) until no feature
   violates; then that set is solved at the full tolerance and certified again (more rounds if needed).
   Each round costs two passes over the file (gather the set's columns, certify) instead of two per
   SPGL1 iteration.
