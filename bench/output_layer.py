@@ -82,11 +82,9 @@ def main(argv=None):
             ("spgl1", "path", L1OutputLayer(**common, beta="auto", refit=settings["refit"]))]:
         print(f"{fits[-1][1]}: {fits[-1][3]:.1f} s", flush=True)
         fits.append((solver, variant, *timed_fit(layer, B, y)))
-    beta = root_find.beta_
-    objectives = [fit.objective(B, y) if variant != "path" else None for _, variant, fit, _ in fits]
-    for _, variant, fit, _ in fits[1:3]:
-        fit.beta_ = beta  # every fixed-penalty objective at the same beta
-    objectives[:3] = [fit.objective(B, y) for _, _, fit, _ in fits[:3]]
+    for _, _, fit, _ in fits[1:3]:
+        fit.beta_ = root_find.beta_  # every fixed-penalty objective at the same beta
+    objectives = [fit.objective(B, y) for _, _, fit, _ in fits[:3]] + [None]  # the path has its own penalty
     best = min(objectives[:3])
     rows = [{"dataset": args.dataset, "n": int(B.shape[0]), "features": int(B.shape[1]), "solver": solver,
              "variant": variant, "seconds": round(seconds, 1), "objective": objective,

@@ -263,10 +263,11 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         Bs, self.mean_, self.scale_ = _standardize(B, self.standardize)
         return ArrayFeatures(B), Bs, None
 
-    def _solve(self, features, Bs, Y, strategy, mode, tau, W0, beta=None, relative=True):
+    def _solve(self, features, Bs, Y, strategy, mode, tau, W0, beta=None, relative=True, gradient=None):
         """Solve on ``features`` (or their standardised copy ``Bs``) with centred targets ``Y`` (n, K) at
         penalty ``beta`` (``relative`` to beta_max or absolute; None: the ``beta`` and ``relative``
-        parameters): ``(SolveResult, absolute beta or None, working-set rounds)``."""
+        parameters; ``gradient``: ``B_std^T Y`` (F, K) if known): ``(SolveResult, absolute beta or None,
+        working-set rounds)``."""
         if beta is None:
             beta, relative = self.beta, self.relative
         settings = dict(group=self.group, mode=mode, tau=tau, sigma=self.sigma, tol=float(self.tol),
@@ -274,9 +275,10 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         if Bs is None:
             return solve_out_of_core(features, self.mean_, self.scale_, Y, strategy=strategy,
                                      working_set=self.working_set, beta=beta, relative=relative, W0=W0,
-                                     max_rounds=self.max_rounds, rough_beta_rtol=self.rough_beta_rtol, **settings)
+                                     max_rounds=self.max_rounds, rough_beta_rtol=self.rough_beta_rtol,
+                                     gradient=gradient, **settings)
         _, dual, _ = penalty_functions(self.group, Y.shape[1])
-        beta_max = dual((Bs.T @ Y).ravel(), 1)
+        beta_max = dual((Bs.T @ Y if gradient is None else gradient).ravel(), 1)
         beta_abs = None
         if mode == "penalized":
             beta_abs = float(beta) * beta_max if relative else float(beta)
@@ -297,16 +299,18 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         fit_view, held_out_view = RowSubset(features, fit_rows), RowSubset(features, held_out)
         fit_Bs = None if Bs is None else Bs[fit_view.rows]
         Y, intercept = _centred_one_hot(y_index[fit_view.rows], len(self.classes_))
-        gradient = (fit_Bs.T @ Y if fit_Bs is not None else
-                    StreamedOperator(fit_view, self.mean_, self.scale_, Y.shape[1]).rmatvec(Y.ravel()))
-        duals = row_duals(np.reshape(gradient, (-1, Y.shape[1])), self.group)
+        gradient = np.reshape(fit_Bs.T @ Y if fit_Bs is not None else
+                              StreamedOperator(fit_view, self.mean_, self.scale_, Y.shape[1]).rmatvec(Y.ravel()),
+                              (-1, Y.shape[1]))  # once for every solve of the path
+        duals = row_duals(gradient, self.group)
         top = int(np.argmax(duals))
         first_slope = float(np.sum(standardized_columns(fit_view, [top], self.mean_, self.scale_) ** 2))
 
         def solve_at(tau, beta, W0):
             if self.solver == "skglm":
-                return self._solve(fit_view, fit_Bs, Y, strategy, "penalized", None, W0, beta, relative=False)[0]
-            return self._solve(fit_view, fit_Bs, Y, strategy, "lasso", tau, W0)[0]
+                return self._solve(fit_view, fit_Bs, Y, strategy, "penalized", None, W0, beta, relative=False,
+                                   gradient=gradient)[0]
+            return self._solve(fit_view, fit_Bs, Y, strategy, "lasso", tau, W0, gradient=gradient)[0]
 
         def held_out_accuracy(W):
             W = self._least_squares_on_support(fit_view, Y, W) if self.refit else W

@@ -44,7 +44,7 @@ STRATEGIES = ("working_set", "stream")
 
 def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mode, beta, relative, tau,
                       sigma, tol, max_iter, verbose=0, W0=None, precision="auto",
-                      max_rounds=20, rough_beta_rtol=0.05, solver="spgl1"):
+                      max_rounds=20, rough_beta_rtol=0.05, solver="spgl1", gradient=None):
     """Solve the output-layer problem on ``store`` (N, F) with centred targets ``Y`` (N, K).
 
     ``working_set``: size of the first working set (``"working_set"`` strategy). Each round is logged
@@ -53,13 +53,16 @@ def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mo
     rounds; ``rough_beta_rtol``: in penalised mode, how closely the rounds before the set settles match
     ``beta`` (relative; None: as closely as the final round). ``precision`` and ``solver``: see
     :func:`pipeline.readout.solve.solve_standardized` (skglm solves the working sets only, not ``"stream"``).
+    ``gradient``: ``B_std^T Y`` (F, K) if the caller has it (a path of solves on the same rows), else one
+    streamed pass computes it.
     Returns ``(SolveResult with W of shape (F, K) and R in the original space, absolute beta or None,
     rounds)``.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"out-of-core strategy must be one of {STRATEGIES}, got {strategy!r}")
     operator = StreamedOperator(store, mean, scale, Y.shape[1])
-    gradient = np.reshape(operator.rmatvec(Y.ravel()), (-1, Y.shape[1]))
+    if gradient is None:
+        gradient = np.reshape(operator.rmatvec(Y.ravel()), (-1, Y.shape[1]))
     _, dual, _ = penalty_functions(group, Y.shape[1])
     beta_max = dual(gradient.ravel(), 1)
     beta_abs = (float(beta) * beta_max if relative else float(beta)) if mode == "penalized" else None
