@@ -113,7 +113,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     validation_fraction : float, ``beta="auto"``: the stratified part of the rows held out to score the path
     n_penalties, min_penalty_ratio : ``beta="auto"``: the path aims at ``n_penalties`` penalties from
         ``beta_max`` geometrically down to ``min_penalty_ratio * beta_max`` (:mod:`pipeline.readout.path`)
-    patience : int, ``beta="auto"``: stop the path after this many penalties without better held-out accuracy
+    patience : int, ``beta="auto"``: stop the path once the penalty has fallen this many steps of its grid
+        below the best held-out point's (steps of the penalty, not points: :mod:`pipeline.readout.path`)
     random_state : int or None, seeds the held-out split of ``beta="auto"``
     solver : "spgl1" | "skglm", SPGL1 (every mode) or skglm's coordinate descent (penalised mode only,
         :mod:`pipeline.readout.skglm_solver`), also inside the working sets

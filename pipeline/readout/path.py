@@ -11,9 +11,13 @@ top feature moves), further on roughly like a power of ``tau``, so the aim is a 
 last two points in ``(log tau, log lambda)``, the step kept between x1.05 and x2 (near the least-squares
 end lambda falls steeply in tau, and a longer step would jump over several penalties of the grid).
 
-Each point is scored by a caller's function (held-out accuracy); the path stops when ``patience``
-points in a row have not improved on the best score, at the grid's end, or at the least-squares end
-(the ball constraint no longer active). The best point (ties: the larger penalty, fewer features)
+Each point is scored by a caller's function (held-out accuracy); the path stops once the penalty has
+fallen ``patience`` steps of the grid (a factor ``min_ratio ** (patience / n_penalties)``, within half a
+step) below the best-scoring point's without a better score, at the grid's end, or at the least-squares
+end (the ball constraint no longer active). Patience is counted in steps of the penalty, not in points:
+near ``beta_max`` several points can fall within one step of the grid (the first features enter at
+once, and the step in ``tau`` is bounded), and held-out accuracy is noisy there (a few features with
+small coefficients), so counting points stopped the path at its top. The best point (ties: the larger penalty, fewer features)
 is returned with its solution, to warm-start the final fit on all rows.
 """
 
@@ -108,13 +112,15 @@ def validated_path(solve_at, score, beta_max, first_slope, *, n_penalties, min_r
     beta_max : float, ``Omega*(B^T Y)`` of the fitted rows
     first_slope : float, ``||B_f||^2`` of the feature with the largest dual value (the first to enter)
     n_penalties, min_ratio : the grid of :func:`penalty_grid`, also the most points solved
-    patience : int, stop after this many points in a row without a better score
+    patience : int, stop once the penalty is this many grid steps below the best point's (see the module
+        docstring)
     constrained : bool, ``solve_at`` solves LASSO problems (False: penalised ones, which have no
         least-squares end to detect)
 
     Returns ``(points, best, W_best)``: the :class:`PathPoint` list, the index of the best and its solution.
     """
     points, best, W_best, W = [], None, None, None
+    patience_factor = float(min_ratio) ** ((patience - 0.5) / n_penalties)
     for target in beta_max * penalty_grid(n_penalties, min_ratio):
         if points and points[-1].beta <= target:
             continue  # the last point already reached this penalty
@@ -132,6 +138,7 @@ def validated_path(solve_at, score, beta_max, first_slope, *, n_penalties, min_r
         if best is None or point.score > points[best].score:
             best, W_best = len(points) - 1, W
         at_least_squares_end = constrained and result.tau < tau * (1 - 1e-6)
-        if at_least_squares_end or len(points) - 1 - best >= patience or point.beta_ratio <= min_ratio:
+        out_of_patience = point.beta <= points[best].beta * patience_factor
+        if at_least_squares_end or out_of_patience or point.beta_ratio <= min_ratio:
             break
     return points, best, W_best
