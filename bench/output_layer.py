@@ -1,7 +1,7 @@
 """Benchmark of the l1 output layer's solvers and of the validated path on real features (issue 16).
 
     python bench/output_layer.py [--dataset mnist|cifar10] [--data-root DIR] [--images 12000]
-                                 [--features-cache FILE.npz] [--json FILE]
+                                 [--features-cache FILE.npz] [--json FILE] [--variants V [V ...]] [--growth G]
 
 Features of ``configs/<dataset>.yaml`` on a seeded stratified subsample of ``--images`` training images, split
 80/20 into fit and validation rows (``--features-cache`` keeps them between runs). On the same features, in
@@ -15,12 +15,13 @@ one run:
 * ``path``: ``beta="auto"``: the path on held-out rows (of the fit rows) and the final fit.
 
 Each row: ``{dataset, n, features, solver, variant, seconds, objective, rel_objective_vs_best, features_used,
-validation_accuracy}`` (objective: the penalised objective at the fixed penalty; for ``path``, at its own
+validation_accuracy}`` (``--variants`` runs some of them; objective: the penalised objective at the fixed penalty; for ``path``, at its own
 penalty, so no ratio). Prints the BLAS library and thread counts.
 """
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,9 @@ from pipeline.readout.path import path_records
 from pipeline.schema import build_model, data_source
 
 
+VARIANTS = ("root-find", "lasso at tau*", "skglm", "path")
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
@@ -43,7 +47,14 @@ def parse_args(argv):
     parser.add_argument("--images", type=int, default=12000, help="training images (fit + validation)")
     parser.add_argument("--features-cache", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
-    return parser.parse_args(argv)
+    parser.add_argument("--growth", type=float, default=L1OutputLayer().working_set_growth,
+                        help="working_set_growth of every variant")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help="the variants to run ('lasso at tau*' needs 'root-find')")
+    args = parser.parse_args(argv)
+    if "lasso at tau*" in args.variants and "root-find" not in args.variants:
+        parser.error("'lasso at tau*' runs at the tau that 'root-find' finds: add root-find")
+    return args
 
 
 def features(args):
@@ -70,39 +81,58 @@ def timed_fit(layer, B, y):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # the path's and rounds' progress
     B, y, B_val, y_val, settings = features(args)
     print(f"{B.shape[0]} fit / {B_val.shape[0]} validation images, {B.shape[1]} features; {blas_description()}")
-    common = dict(group=settings["group"], max_iter=settings["max_iter"], tol=settings["tol"])
+    common = dict(group=settings["group"], max_iter=settings["max_iter"], tol=settings["tol"],
+                  working_set_growth=args.growth)
     fixed = dict(common, beta=0.01)
-    root_find, root_seconds = timed_fit(L1OutputLayer(**fixed), B, y)
-    fits = [("spgl1", "root-find", root_find, root_seconds)]
-    for solver, variant, layer in [
-            ("spgl1", "lasso at tau*", L1OutputLayer(**common, mode="lasso", tau=root_find.tau_)),
-            ("skglm", "penalized", L1OutputLayer(**dict(fixed, tol=1e-6), solver="skglm")),
-            ("spgl1", "path", L1OutputLayer(**common, beta="auto", refit=settings["refit"]))]:
-        print(f"{fits[-1][1]}: {fits[-1][3]:.1f} s", flush=True)
+    fits = []  # (solver, variant, fitted layer, seconds)
+    for solver, variant in [("spgl1", "root-find"), ("spgl1", "lasso at tau*"), ("skglm", "skglm"), ("spgl1", "path")]:
+        if variant not in args.variants:
+            continue
+        layer = {"root-find": lambda: L1OutputLayer(**fixed),
+                 "lasso at tau*": lambda: L1OutputLayer(**common, mode="lasso", tau=fits[0][2].tau_),
+                 "skglm": lambda: L1OutputLayer(**dict(fixed, tol=1e-6), solver="skglm"),
+                 "path": lambda: L1OutputLayer(**common, beta="auto", refit=settings["refit"])}[variant]()
         fits.append((solver, variant, *timed_fit(layer, B, y)))
-    for _, _, fit, _ in fits[1:3]:
-        fit.beta_ = root_find.beta_  # every fixed-penalty objective at the same beta
-    objectives = [fit.objective(B, y) for _, _, fit, _ in fits[:3]] + [None]  # the path has its own penalty
-    best = min(objectives[:3])
-    rows = [{"dataset": args.dataset, "n": int(B.shape[0]), "features": int(B.shape[1]), "solver": solver,
-             "variant": variant, "seconds": round(seconds, 1), "objective": objective,
-             "rel_objective_vs_best": None if objective is None else objective / best - 1,
+        print(f"{variant}: {fits[-1][3]:.1f} s", flush=True)
+    rows = result_rows(args.dataset, fits, B, y, B_val, y_val)
+    print_rows(rows)
+    path = next((fit for _, variant, fit, _ in fits if variant == "path"), None)
+    if path is not None:
+        print(f"path: chose {path.beta_ratio_:.4g} of beta_max after {len(path.path_)} penalties")
+    if args.json:
+        args.json.write_text(json.dumps({"blas": blas_description(), "working_set_growth": args.growth, "rows": rows,
+                                         "path": None if path is None else path_records(path.path_)}, indent=2))
+
+
+def result_rows(dataset, fits, B, y, B_val, y_val):
+    """The JSON rows of ``fits``; objectives of the fixed-penalty variants at the first one's beta (the
+    path has its own penalty: no objective)."""
+    fixed = [fit for _, variant, fit, _ in fits if variant != "path"]
+    for fit in fixed[1:]:
+        fit.beta_ = fixed[0].beta_  # every fixed-penalty objective at the same beta
+    objectives = {id(fit): fit.objective(B, y) for fit in fixed}
+    best = min(objectives.values(), default=None)
+    return [{"dataset": dataset, "n": int(B.shape[0]), "features": int(B.shape[1]), "solver": solver,
+             "variant": variant, "seconds": round(seconds, 1), "objective": objectives.get(id(fit)),
+             "rel_objective_vs_best": objectives[id(fit)] / best - 1 if id(fit) in objectives else None,
              "features_used": int(np.count_nonzero(np.any(fit.coef_ != 0, axis=1))),
              "validation_accuracy": float(fit.score(B_val, y_val))}
-            for (solver, variant, fit, seconds), objective in zip(fits, objectives)]
+            for solver, variant, fit, seconds in fits]
+
+
+def print_rows(rows):
+    """The table of ``rows``; speeds relative to the root-find's when it ran."""
+    reference = next((row["seconds"] for row in rows if row["variant"] == "root-find"), None)
     print(f"\n{'solver':>6} {'variant':>14} {'seconds':>8} {'vs root-find':>12} {'rel objective':>13} {'used':>6} "
           f"{'val acc':>8}")
     for row in rows:
         rel = "" if row["rel_objective_vs_best"] is None else f"{row['rel_objective_vs_best']:+.2e}"
-        print(f"{row['solver']:>6} {row['variant']:>14} {row['seconds']:8.1f} {root_seconds / row['seconds']:12.2f} "
+        speed = "" if reference is None else f"{reference / row['seconds']:.2f}"
+        print(f"{row['solver']:>6} {row['variant']:>14} {row['seconds']:8.1f} {speed:>12} "
               f"{rel:>13} {row['features_used']:6d} {row['validation_accuracy']:8.4f}")
-    path = fits[3][2]
-    print(f"path: chose {path.beta_ratio_:.4g} of beta_max after {len(path.path_)} penalties")
-    if args.json:
-        args.json.write_text(json.dumps({"blas": blas_description(), "rows": rows,
-                                         "path": path_records(path.path_)}, indent=2))
 
 
 if __name__ == "__main__":

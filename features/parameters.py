@@ -15,6 +15,7 @@ NON_NEGATIVE_INT = Interval(Integral, 0, None, closed="left")
 NON_NEGATIVE = Interval(Real, 0, None, closed="left")  # finite: scikit-learn's intervals exclude inf and NaN
 POSITIVE = Interval(Real, 0, None, closed="neither")
 FRACTION = Interval(RealNotInt, 0, 1, closed="neither")
+AT_LEAST_ONE = Interval(Real, 1, None, closed="left")  # a factor >= 1
 # joblib's worker count: a positive count, or -1, -2, ... (all cores, all but one, ...); None is 1
 N_JOBS = [Interval(Integral, None, -1, closed="right"), POSITIVE_INT, None]
 # where parallel work runs: None (local), a Dask scheduler address or a dask.distributed.Client
@@ -23,5 +24,5 @@ DEVICE = [StrOptions({"cpu", "cuda"})]
 IMAGE_SHAPE = [tuple, list, None]
 RANDOM_STATE = ["random_state", np.random.Generator]
 
-__all__ = ["DEVICE", "FRACTION", "IMAGE_SHAPE", "NON_NEGATIVE", "NON_NEGATIVE_INT", "N_JOBS", "POSITIVE",
+__all__ = ["AT_LEAST_ONE", "DEVICE", "FRACTION", "IMAGE_SHAPE", "NON_NEGATIVE", "NON_NEGATIVE_INT", "N_JOBS", "POSITIVE",
            "POSITIVE_INT", "RANDOM_STATE", "SCHEDULER", "HasMethods", "Interval", "RealNotInt", "StrOptions"]

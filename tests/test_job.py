@@ -172,7 +172,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def test_visualize_and_report_write_pictures_and_pages_that_render(tmp_path):
-    assert train(tmp_path, "patches.count=60", out="small") == 0
+    assert train(tmp_path, "patches.count=60", "output.beta=auto", out="small") == 0
     assert train(tmp_path) == 0
     assert cli.main(["visualize", "--run", str(tmp_path / "run")]) == 0
     for name in ("filters.png", "filters_by_class.png"):
@@ -183,7 +183,11 @@ def test_visualize_and_report_write_pictures_and_pages_that_render(tmp_path):
     assert f"| run | convex_rf | digits (1347) | {metrics['n_filters']} extreme_point filters |" in markdown
     assert "| small | convex_rf | digits (1347) | " in markdown and "accuracy_vs_filters.png" in markdown
     page = (tmp_path / "run" / "report.html").read_text()
-    for image in ("confusion_0.png", "confusion_1.png", "accuracy_vs_filters.png", "filters.png"):
+    path = json.loads((tmp_path / "small" / "metrics.json").read_text())["beta_path"]
+    chosen = next(i for i, point in enumerate(path, 1) if point["chosen"])
+    assert "## Run small" in markdown and "path_1.png" in markdown and "path_0.png" not in markdown
+    assert f"| {chosen} | {path[chosen - 1]['beta_ratio']:.4g} | {path[chosen - 1]['n_features']} |" in markdown
+    for image in ("confusion_0.png", "confusion_1.png", "accuracy_vs_filters.png", "filters.png", "path_1.png"):
         assert f'src="{image}"' in page and (tmp_path / "run" / image).is_file()
     if CHROMIUM is None:
         pytest.skip("no chromium here to render the report (apt-get install chromium)")

@@ -69,19 +69,22 @@ def test_next_working_set_keeps_the_support_and_adds_the_largest_duals():
     active = np.array([1, 4, 6, 9])
     W = np.array([[0.0, 0.0], [2.0, -1.0], [0.0, 0.0], [0.0, 3.0]])  # support: features 4 and 9
     duals = np.array([0.1, 0.9, 0.0, 5.0, 0.2, 0.3, 0.4, 7.0, 0.5, 0.1, 0.6, 0.05])
-    grown, x0 = _next_working_set(active, W, duals, size=3)
+    grown, x0 = _next_working_set(active, W, duals, size=3, growth=2.0)
     # max(3, 2 x 2 support) = 4 features: the support, then 7 and 3 (largest duals outside it)
     np.testing.assert_array_equal(grown, [3, 4, 7, 9])
     np.testing.assert_array_equal(x0.reshape(4, 2), [[0, 0], [2, -1], [0, 0], [0, 3]])
-    grown, _ = _next_working_set(active, W, duals, size=6)  # the floor: at least `size` features
+    grown, _ = _next_working_set(active, W, duals, size=6, growth=2.0)  # the floor: at least `size` features
     np.testing.assert_array_equal(grown, [1, 3, 4, 7, 9, 10])
-    grown, _ = _next_working_set(active, W, duals, size=100)  # never more than all features
+    grown, _ = _next_working_set(active, W, duals, size=100, growth=2.0)  # never more than all features
     np.testing.assert_array_equal(grown, np.arange(12))
+    grown, _ = _next_working_set(active, W, duals, size=1, growth=1.0)  # at least one feature joins
+    np.testing.assert_array_equal(grown, [4, 7, 9])
 
 
-def test_working_set_stays_near_the_support_on_many_features(monkeypatch):
-    """400 features, a few informative: every set holds max(size, 2 |support|) features (support of the
-    previous round's solution), far fewer than all, and the result equals SPGL1 on all features at once."""
+@pytest.mark.parametrize("growth", [2.0, 1.25])
+def test_working_set_stays_near_the_support_on_many_features(monkeypatch, growth):
+    """400 features, a few informative: every set holds max(size, growth |support|) features (support of
+    the previous round's solution), far fewer than all, and the result equals SPGL1 on all features at once."""
     import pipeline.readout.working_set as out_of_core
 
     B, y = features(300, 400, seed=5)
@@ -97,11 +100,12 @@ def test_working_set_stays_near_the_support_on_many_features(monkeypatch):
         return result
 
     monkeypatch.setattr(out_of_core, "solve_standardized", recording)
-    small = L1OutputLayer(**layer, working_set=8).fit(B, y)
+    small = L1OutputLayer(**layer, working_set=8, working_set_growth=growth).fit(B, y)
     assert len(sets) == small.n_rounds_ > 1
-    # each round's set is twice the previous support, except the last: the settled set again, solved
-    # at the full tolerance after the rounds that matched beta roughly
-    assert sets[:-1] == [8] + [max(8, 2 * support) for support in supports[:-2]] and sets[-1] == sets[-2]
-    assert max(sets) <= 2 * supports[-1] < 400 / 2  # (8, 16, 32, 64, 124, 124 for a final support of 72)
+    # each round's set is `growth` times the previous support, except the last: the settled set again,
+    # solved at the full tolerance after the rounds that matched beta roughly
+    grown = [max(8, int(np.ceil(growth * support)), support + 1) for support in supports[:-2]]
+    assert sets[:-1] == [8] + grown and sets[-1] == sets[-2]
+    assert max(sets) <= np.ceil(growth * max(supports)) < 400 / 2  # (growth 2: 8, 16, 32, 64, 124, 124)
     assert small.objective(B, y) == pytest.approx(direct.objective(B, y), rel=1e-7)
     np.testing.assert_array_equal(np.any(small.coef_ != 0, axis=1), np.any(direct.coef_ != 0, axis=1))

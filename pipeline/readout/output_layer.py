@@ -15,7 +15,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from features.parameters import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, StrOptions
+from features.parameters import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, StrOptions
 
 from ..class_scores import ClassScoresMixin, check_labels
 from ..storage.feature_store import ArrayFeatures, FeatureStore, RowSubset, standardized_columns
@@ -94,10 +94,11 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     tol : float, SPGL1 optimality tolerance (relative duality gap of each LASSO solve)
     out_of_core : "working_set" | "stream", how features in a
         :class:`pipeline.storage.FeatureStore` are fitted (see :mod:`pipeline.readout.working_set`)
-    working_set : int, size of the first (and smallest) working set of the "working_set" strategy, which
-        then holds ``max(working_set, 2 |support|)`` features; in-memory features with more columns than
-        this are fitted by that strategy too (SPGL1 then iterates on the set's columns instead of all F,
-        and no float64 copy of B or F x F Gram matrix is made)
+    working_set : int, size of the first (and smallest) working set of the "working_set" strategy;
+        in-memory features with more columns than this are fitted by that strategy too (SPGL1 then
+        iterates on the set's columns instead of all F, and no float64 copy of B or F x F Gram matrix is made)
+    working_set_growth : float >= 1, later working sets hold ``max(working_set, working_set_growth |support|)``
+        features (:mod:`pipeline.readout.working_set`)
     warm_start : bool, start from the previous fit's ``coef_`` (same features and classes), e.g. along
         a path of penalties: ``for beta in betas: layer.set_params(beta=beta).fit(B, y)``
     refit : bool, keep the l1 problem's choice of features (the non-zero rows of its solution, or entries
@@ -140,7 +141,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         "mode": [StrOptions(set(MODES))], "beta": [NON_NEGATIVE, StrOptions({"auto"}), None], "tau": [NON_NEGATIVE, None],
         "sigma": [NON_NEGATIVE, None], "group": ["boolean"], "relative": ["boolean"], "standardize": ["boolean"],
         "max_iter": [POSITIVE_INT], "tol": [POSITIVE], "out_of_core": [StrOptions(set(STRATEGIES))],
-        "working_set": [POSITIVE_INT], "warm_start": ["boolean"], "refit": ["boolean"],
+        "working_set": [POSITIVE_INT], "working_set_growth": [AT_LEAST_ONE],
+        "warm_start": ["boolean"], "refit": ["boolean"],
         "precision": [StrOptions(set(PRECISIONS))],
         "max_rounds": [POSITIVE_INT], "rough_beta_rtol": [POSITIVE, None], "validation_fraction": [FRACTION],
         "n_penalties": [POSITIVE_INT], "min_penalty_ratio": [FRACTION], "patience": [POSITIVE_INT],
@@ -149,7 +151,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
 
     def __init__(self, mode="penalized", beta=0.01, tau=None, sigma=None, group=True,
                  relative=True, standardize=True, max_iter=2000, tol=1e-6, out_of_core="working_set",
-                 working_set=1024, warm_start=False, refit=False, precision="auto",
+                 working_set=1024, working_set_growth=1.5, warm_start=False, refit=False, precision="auto",
                  max_rounds=20, rough_beta_rtol=0.05, validation_fraction=0.2, n_penalties=16,
                  min_penalty_ratio=1e-3, patience=3, random_state=0, solver="spgl1", verbose=0):
         self.mode = mode
@@ -163,6 +165,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         self.tol = tol
         self.out_of_core = out_of_core
         self.working_set = working_set
+        self.working_set_growth = working_set_growth
         self.warm_start = warm_start
         self.refit = refit
         self.precision = precision
@@ -275,7 +278,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
                         max_iter=self.max_iter, verbose=self.verbose, precision=self.precision, solver=self.solver)
         if Bs is None:
             return solve_out_of_core(features, self.mean_, self.scale_, Y, strategy=strategy,
-                                     working_set=self.working_set, beta=beta, relative=relative, W0=W0,
+                                     working_set=self.working_set, growth=self.working_set_growth, beta=beta, relative=relative, W0=W0,
                                      max_rounds=self.max_rounds, rough_beta_rtol=self.rough_beta_rtol,
                                      gradient=gradient, **settings)
         _, dual, _ = penalty_functions(self.group, Y.shape[1])

@@ -13,7 +13,9 @@ one-hot targets, the modes and norms of :mod:`pipeline.readout.solve`):
   every feature outside the set has dual value ``Omega*_f(B_f^T R) <= lambda``, the dual norm reached
   on the set (the optimality condition of every mode). While some feature violates it, the next set is
   the solution's support and then the other features with the largest dual values (the violators come
-  first), ``max(size, 2 |support|)`` in all (the rule of Celer, Massias, Gramfort and Salmon 2018), and
+  first), ``max(size, growth |support|)`` in all (``growth = 2``: the rule of Celer, Massias, Gramfort and
+  Salmon 2018, for coordinate descent, whose epochs cost ``|set|``; SPGL1's products with the compressed
+  set cost ``|set|^2``, so a smaller ``growth`` can pay for its extra rounds), and
   the solve is repeated, warm-started from the solution. The set therefore stays near the support's
   size, however many features the problem has: SPGL1's iterations cost ``|set|^2 K`` and the set's
   columns ``n x |set|`` float64 of memory. The support is kept and at least one violator joins, so
@@ -44,12 +46,13 @@ STRATEGIES = ("working_set", "stream")
 
 def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mode, beta, relative, tau,
                       sigma, tol, max_iter, verbose=0, W0=None, precision="auto",
-                      max_rounds=20, rough_beta_rtol=0.05, solver="spgl1", gradient=None):
+                      max_rounds=20, rough_beta_rtol=0.05, solver="spgl1", gradient=None, growth=1.5):
     """Solve the output-layer problem on ``store`` (N, F) with centred targets ``Y`` (N, K).
 
     ``working_set``: size of the first working set (``"working_set"`` strategy). Each round is logged
     (``logging``, INFO) on this module's logger. ``W0`` (F, K): a warm start (e.g. the solution for a
-    nearby penalty); its non-zero rows also join the first working set. ``max_rounds``: most working-set
+    nearby penalty); its non-zero rows also join the first working set. ``growth``: later sets hold
+    ``max(working_set, growth |support|)`` features (at least one outside the support). ``max_rounds``: most working-set
     rounds; ``rough_beta_rtol``: in penalised mode, how closely the rounds before the set settles match
     ``beta`` (relative; None: as closely as the final round). ``precision`` and ``solver``: see
     :func:`pipeline.readout.solve.solve_standardized` (skglm solves the working sets only, not ``"stream"``).
@@ -75,7 +78,7 @@ def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mo
         return result, beta_abs, 1
     inner = dict(group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma, beta_max=beta_max, tol=tol,
                  max_iter=max_iter, verbose=verbose, precision=precision, solver=solver)
-    return _working_set(store, mean, scale, Y, operator, gradient, working_set, W0, inner, max_rounds,
+    return _working_set(store, mean, scale, Y, operator, gradient, (working_set, growth), W0, inner, max_rounds,
                         rough_beta_rtol)
 
 
@@ -86,23 +89,25 @@ def _certificate_slack(tol):
     return max(beta_rtol_for(tol), 15 * tol)
 
 
-def _next_working_set(active, W, duals, size):
+def _next_working_set(active, W, duals, size, growth):
     """The next round's set (sorted indices) and its warm start: the support of ``W`` (the solution on
     ``active``, shape (|active|, K)), then the other features with the largest ``duals`` (F,),
-    ``max(size, 2 |support|)`` features in all."""
+    ``max(size, growth |support|)`` features in all, at least one of them outside the support."""
     in_support = np.any(W != 0, axis=1)
     support = active[in_support]
     scores = duals.copy()
     scores[support] = -np.inf
-    n_others = min(max(size, 2 * len(support)), len(duals)) - len(support)
+    n_others = min(max(size, int(np.ceil(growth * len(support))), len(support) + 1), len(duals)) - len(support)
     grown = np.sort(np.concatenate([support, np.argsort(-scores, kind="stable")[:n_others]]))
     x0 = np.zeros((len(grown), W.shape[1]))
     x0[np.searchsorted(grown, support)] = W[in_support]
     return grown, x0.ravel()
 
 
-def _working_set(store, mean, scale, Y, operator, gradient, size, W0, inner, max_rounds, rough_beta_rtol):
-    """The working-set rounds; ``inner``: the keyword arguments of every in-memory solve."""
+def _working_set(store, mean, scale, Y, operator, gradient, sizes, W0, inner, max_rounds, rough_beta_rtol):
+    """The working-set rounds; ``sizes``: ``(first set's size, growth)``; ``inner``: the keyword arguments
+    of every in-memory solve."""
+    size, growth = sizes
     n_features, k = gradient.shape
     group, tol = inner["group"], inner["tol"]
     duals = row_duals(gradient, group)
@@ -125,12 +130,13 @@ def _working_set(store, mean, scale, Y, operator, gradient, size, W0, inner, max
         limit = result.dual_norm * (1 + _certificate_slack(tol))
         violators = np.flatnonzero(outside > limit)
         logger.info("[output] working set round %d%s: %d features, %d outside violate the optimality "
-                    "condition (worst %.4f of the dual norm)", rounds, " (rough beta)" if rough else "",
-                    len(active), len(violators), outside.max(initial=0.0) / max(result.dual_norm, 1e-300))
+                    "condition (worst %.4f of the dual norm); %d iterations", rounds,
+                    " (rough beta)" if rough else "", len(active), len(violators),
+                    outside.max(initial=0.0) / max(result.dual_norm, 1e-300), result.n_iter)
         if (not len(violators) and not rough) or rounds == max_rounds:
             break
         if len(violators):
-            (active, x0), columns = _next_working_set(active, result.W, duals, size), None
+            (active, x0), columns = _next_working_set(active, result.W, duals, size, growth), None
         else:  # settled at the rough beta: solve the same set at the full tolerance, certify again
             rough, x0 = False, result.W.ravel()
     weights = np.zeros((n_features, k))

@@ -4,7 +4,8 @@ Writes ``report.html`` and ``report.md`` (same content) into the first run folde
 next to them: a side-by-side table of all runs (the paper's Table 1 style, with the paper's Convex-RF
 figures for MNIST and CIFAR-10), accuracy against the number of filters, and per run the test/train
 accuracy, per-class accuracy with the output layer's sparsity (non-zero features per class), the
-confusion matrix, the stage timings and memory, the config, and the filter pictures of
+confusion matrix, the penalty path of ``output.beta: auto`` (held-out accuracy and features kept against
+the penalty, as a plot and a table), the stage timings and memory, the config, and the filter pictures of
 ``run.py visualize`` where they exist.
 """
 
@@ -112,6 +113,8 @@ def write_report(runs, out=None):
                    ("img", _accuracy_plot(summaries, out / "accuracy_vs_filters.png"))]
     for index, run in enumerate(summaries):
         blocks += _run_blocks(run, out / f"confusion_{index}.png")
+        if run.metrics.get("beta_path"):
+            blocks += _path_blocks(run.metrics["beta_path"], out / f"path_{index}.png")
         pictures = [run.folder / name for name in ("filters.png", "filters_by_class.png")]
         if all(path.is_file() for path in pictures):  # from `run.py visualize`
             blocks += [("h3", "Filters")] + [("img", os.path.relpath(path, out)) for path in pictures]
@@ -167,6 +170,35 @@ def _confusion_plot(run, path):
     save_figure(figure, path, dpi=120)
     plt.close(figure)
     return path.name
+
+
+def _path_plot(points, path):
+    """Held-out accuracy and features kept against ``beta / beta_max`` (log, decreasing to the right)."""
+    ratios = [point["beta_ratio"] for point in points]
+    figure, accuracy_axis = plt.subplots(figsize=(6, 4))
+    features_axis = accuracy_axis.twinx()
+    accuracy_axis.plot(ratios, [point["score"] for point in points], marker="o", color="C0")
+    features_axis.plot(ratios, [point["n_features"] for point in points], marker=".", color="C1")
+    chosen = next(point for point in points if point["chosen"])
+    accuracy_axis.axvline(chosen["beta_ratio"], color="0.6", linestyle="--", label="chosen penalty")
+    accuracy_axis.set_xscale("log")
+    accuracy_axis.invert_xaxis()
+    accuracy_axis.set_xlabel("penalty beta / beta_max")
+    accuracy_axis.set_ylabel("held-out accuracy", color="C0")
+    features_axis.set_ylabel("features kept", color="C1")
+    accuracy_axis.legend(loc="lower center")
+    save_figure(figure, path, dpi=120)
+    plt.close(figure)
+    return path.name
+
+
+def _path_blocks(points, plot_path):
+    """The report's section on the validated penalty path (``metrics.json``'s ``beta_path``)."""
+    table = (["point", "beta / beta_max", "features kept", "held-out accuracy", "seconds", "chosen"],
+             [[str(i), f"{point['beta_ratio']:.4g}", str(point["n_features"]), f"{point['score']:.4f}",
+               f"{point['seconds']:.1f}", "yes" if point["chosen"] else ""] for i, point in enumerate(points, 1)])
+    return [("h3", "Output layer: the penalty chosen on held-out rows"), ("img", _path_plot(points, plot_path)),
+            ("table", table)]
 
 
 def _run_blocks(run, confusion_path):
