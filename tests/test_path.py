@@ -40,7 +40,8 @@ def test_auto_picks_the_penalty_a_brute_force_grid_picks(refit):
     statistics of all rows, as the path is) and scored on the same held-out rows, score as the
     warm-started path did, and their best (the first, largest penalty, on ties) is the path's choice."""
     B, y = classes_on_a_few_features(seed=4)
-    auto = L1OutputLayer(beta="auto", refit=refit, tol=1e-9, max_iter=100000, patience=50).fit(B, y)
+    auto = L1OutputLayer(beta="auto", refit=refit, tol=1e-9, max_iter=100000, patience=50,
+                         significant_drop=None).fit(B, y)
     assert len(path_records(auto.path_)) >= 8
     fit_rows, held_out = _stratified_split(y, auto.validation_fraction, auto.random_state)
     Bs = (B - auto.mean_) / auto.scale_
@@ -95,10 +96,29 @@ def test_held_out_scores_that_dip_near_the_top_do_not_stop_the_path():
 
     scores = []
     points, best, _ = validated_path(slow_start_path(), score, 1.0, 10.0, n_penalties=16, min_ratio=1e-3,
-                                     patience=3)
+                                     patience=3, n_scored=2000, significant_drop=2.0)
     assert sum(point.beta_ratio > 0.5 for point in points[:4]) == 4  # the dip is within the grid's first steps
     assert points[best].beta_ratio == pytest.approx(0.01, rel=0.5)
-    assert len(points) > best + 1 and points[-1].beta_ratio < points[best].beta_ratio * 1e-3 ** (2.5 / 16)
+    assert len(points) > best + 1  # ended by the drop after the peak (patience would end it later)
+
+
+@pytest.mark.parametrize("drop, stops_at_the_drop", [(0.02, True), (0.001, False)])
+def test_a_significant_drop_below_a_tenth_of_beta_max_ends_the_path(drop, stops_at_the_drop):
+    """Scores rise to about 0.98 at 0.05 beta_max, then fall by ``drop``: 0.02 is 6 standard errors at 2,000
+    held-out rows (the path ends at the first point below 0.05, within patience), 0.001 is noise
+    (patience ends it)."""
+    def score(W):
+        lam = 10 / np.count_nonzero(W[:, 0])
+        return 0.98 - drop if lam < 0.05 else 0.98 - 1e-3 * lam  # rising to just below 0.98 at 0.05
+
+    points, best, _ = validated_path(slow_start_path(), score, 1.0, 10.0, n_penalties=16, min_ratio=1e-3,
+                                     patience=5, n_scored=2000, significant_drop=2.0)
+    ratios = [point.beta_ratio for point in points]
+    first_below = next(i for i, ratio in enumerate(ratios) if ratio < 0.05)
+    assert ratios[best] >= 0.05 > ratios[best + 1]
+    assert (len(points) == first_below + 1) == stops_at_the_drop
+    if not stops_at_the_drop:
+        assert ratios[-1] <= ratios[best] * 1e-3 ** (4.5 / 16)  # patience ended it
 
 
 def test_auto_final_fit_is_optimal_on_all_rows_at_its_penalty():

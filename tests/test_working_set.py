@@ -81,6 +81,24 @@ def test_next_working_set_keeps_the_support_and_adds_the_largest_duals():
     np.testing.assert_array_equal(grown, [4, 7, 9])
 
 
+def test_first_working_set_from_the_duals_of_a_previous_solution():
+    """Given the feature duals at the warm start (the previous point of a path), the first set is the warm
+    start's support and the largest of those duals; without them, the top of B^T Y joins the support."""
+    from pipeline.readout.working_set import _first_working_set
+
+    gradient = np.zeros((12, 2))
+    gradient[[0, 1, 2], 0] = [3.0, 2.0, 1.0]
+    W0 = np.zeros((12, 2))
+    W0[[4, 9]] = 1.0
+    start_duals = np.array([0.1, 0.9, 0.0, 5.0, 1.0, 0.3, 0.4, 7.0, 0.5, 1.0, 0.6, 0.05])
+    active, x0 = _first_working_set(gradient, True, 3, 2.0, W0, start_duals)
+    np.testing.assert_array_equal(active, [3, 4, 7, 9])
+    np.testing.assert_array_equal(x0.reshape(4, 2), W0[[3, 4, 7, 9]])
+    active, x0 = _first_working_set(gradient, True, 3, 2.0, W0, None)
+    np.testing.assert_array_equal(active, [0, 1, 2, 4, 9])
+    assert _first_working_set(gradient, True, 3, 2.0, None, None)[1] is None
+
+
 @pytest.mark.parametrize("growth", [2.0, 1.25])
 def test_working_set_stays_near_the_support_on_many_features(monkeypatch, growth):
     """400 features, a few informative: every set holds max(size, growth |support|) features (support of

@@ -115,7 +115,10 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     n_penalties, min_penalty_ratio : ``beta="auto"``: the path aims at ``n_penalties`` penalties from
         ``beta_max`` geometrically down to ``min_penalty_ratio * beta_max`` (:mod:`pipeline.readout.path`)
     patience : int, ``beta="auto"``: stop the path once the penalty has fallen this many steps of its grid
-        below the best held-out point's (steps of the penalty, not points: :mod:`pipeline.readout.path`)
+        below the best held-out point's (steps of the penalty, not points), or, below 0.1 beta_max, at a
+        held-out accuracy ``significant_drop`` standard errors below the best (:mod:`pipeline.readout.path`)
+    significant_drop : float or None, ``beta="auto"``: see ``patience`` (binomial standard errors of the
+        held-out accuracy; None: patience alone ends the path)
     random_state : int or None, seeds the held-out split of ``beta="auto"``
     solver : "spgl1" | "skglm", SPGL1 (every mode) or skglm's coordinate descent (penalised mode only,
         :mod:`pipeline.readout.skglm_solver`), also inside the working sets
@@ -146,6 +149,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         "precision": [StrOptions(set(PRECISIONS))],
         "max_rounds": [POSITIVE_INT], "rough_beta_rtol": [POSITIVE, None], "validation_fraction": [FRACTION],
         "n_penalties": [POSITIVE_INT], "min_penalty_ratio": [FRACTION], "patience": [POSITIVE_INT],
+        "significant_drop": [POSITIVE, None],
         "random_state": ["random_state"], "solver": [StrOptions(set(SOLVERS))], "verbose": ["verbose"],
     }
 
@@ -153,7 +157,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
                  relative=True, standardize=True, max_iter=2000, tol=1e-6, out_of_core="working_set",
                  working_set=1024, working_set_growth=1.5, warm_start=False, refit=False, precision="auto",
                  max_rounds=20, rough_beta_rtol=0.05, validation_fraction=0.2, n_penalties=16,
-                 min_penalty_ratio=1e-3, patience=3, random_state=0, solver="spgl1", verbose=0):
+                 min_penalty_ratio=1e-3, patience=3, significant_drop=2.0, random_state=0, solver="spgl1", verbose=0):
         self.mode = mode
         self.beta = beta
         self.tau = tau
@@ -175,6 +179,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         self.n_penalties = n_penalties
         self.min_penalty_ratio = min_penalty_ratio
         self.patience = patience
+        self.significant_drop = significant_drop
         self.random_state = random_state
         self.solver = solver
         self.verbose = verbose
@@ -267,11 +272,13 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         Bs, self.mean_, self.scale_ = _standardize(B, self.standardize)
         return ArrayFeatures(B), Bs, None
 
-    def _solve(self, features, Bs, Y, strategy, mode, tau, W0, beta=None, relative=True, gradient=None):
+    def _solve(self, features, Bs, Y, strategy, mode, tau, W0, beta=None, relative=True, gradient=None,
+               start_duals=None):
         """Solve on ``features`` (or their standardised copy ``Bs``) with centred targets ``Y`` (n, K) at
         penalty ``beta`` (``relative`` to beta_max or absolute; None: the ``beta`` and ``relative``
-        parameters; ``gradient``: ``B_std^T Y`` (F, K) if known): ``(SolveResult, absolute beta or None,
-        working-set rounds)``."""
+        parameters; ``gradient``: ``B_std^T Y`` (F, K) if known; ``start_duals``: the feature duals at
+        ``W0``, see :func:`pipeline.readout.working_set.solve_out_of_core`): ``(SolveResult, absolute beta
+        or None, working-set rounds)``."""
         if beta is None:
             beta, relative = self.beta, self.relative
         settings = dict(group=self.group, mode=mode, tau=tau, sigma=self.sigma, tol=float(self.tol),
@@ -280,7 +287,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
             return solve_out_of_core(features, self.mean_, self.scale_, Y, strategy=strategy,
                                      working_set=self.working_set, growth=self.working_set_growth, beta=beta, relative=relative, W0=W0,
                                      max_rounds=self.max_rounds, rough_beta_rtol=self.rough_beta_rtol,
-                                     gradient=gradient, **settings)
+                                     gradient=gradient, start_duals=start_duals, **settings)
         _, dual, _ = penalty_functions(self.group, Y.shape[1])
         beta_max = dual((Bs.T @ Y if gradient is None else gradient).ravel(), 1)
         beta_abs = None
@@ -310,11 +317,14 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         top = int(np.argmax(duals))
         first_slope = float(np.sum(standardized_columns(fit_view, [top], self.mean_, self.scale_) ** 2))
 
+        previous = {}  # the last solve's feature duals: the next point's first working set (strong-rule-like)
+
         def solve_at(tau, beta, W0):
-            if self.solver == "skglm":
-                return self._solve(fit_view, fit_Bs, Y, strategy, "penalized", None, W0, beta, relative=False,
-                                   gradient=gradient)[0]
-            return self._solve(fit_view, fit_Bs, Y, strategy, "lasso", tau, W0, gradient=gradient)[0]
+            mode, level = ("penalized", None) if self.solver == "skglm" else ("lasso", tau)
+            result = self._solve(fit_view, fit_Bs, Y, strategy, mode, level, W0, beta if mode == "penalized" else None,
+                                 relative=False, gradient=gradient, start_duals=previous.get("duals"))[0]
+            previous["duals"] = result.feature_duals
+            return result
 
         def held_out_accuracy(W):
             W = self._least_squares_on_support(fit_view, Y, W) if self.refit else W
@@ -324,7 +334,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
 
         points, best, W = validated_path(solve_at, held_out_accuracy, float(duals.max()), first_slope,
                                          n_penalties=self.n_penalties, min_ratio=self.min_penalty_ratio,
-                                         patience=self.patience, constrained=self.solver == "spgl1")
+                                         patience=self.patience, constrained=self.solver == "spgl1",
+                                         n_scored=len(held_out), significant_drop=self.significant_drop)
         self.path_ = path_table(points, best)
         self.beta_ratio_ = points[best].beta_ratio
         return points[best].tau, W

@@ -17,7 +17,12 @@ step) below the best-scoring point's without a better score, at the grid's end, 
 end (the ball constraint no longer active). Patience is counted in steps of the penalty, not in points:
 near ``beta_max`` several points can fall within one step of the grid (the first features enter at
 once, and the step in ``tau`` is bounded), and held-out accuracy is noisy there (a few features with
-small coefficients), so counting points stopped the path at its top. The best point (ties: the larger penalty, fewer features)
+small coefficients), so counting points stopped the path at its top. Deeper down (below
+``0.1 beta_max``) the points past the best are the most expensive of the path (the support, hence the
+working set, grows with every step), so a point whose held-out accuracy lies more than two binomial
+standard errors ``sqrt(p (1 - p) / n_scored)`` (``significant_drop``) below the best's ``p`` also ends it: a drop that is not
+noise (on MNIST, the least-squares refit on 4,400 features for 7,680 rows falls from 0.9870 to 0.9812
+at 1,920 held-out rows, 2.2 standard errors). The best point (ties: the larger penalty, fewer features)
 is returned with its solution, to warm-start the final fit on all rows.
 """
 
@@ -31,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 # Bounds on the growth of tau from one point to the next.
 _MIN_STEP, _MAX_STEP = 1.05, 2.0
+# Below this beta / beta_max, a significant drop of held-out accuracy ends the path.
+_DROP_BELOW_RATIO = 0.1
 
 
 @dataclass
@@ -100,7 +107,8 @@ def next_tau(target, points, beta_max, first_slope):
     return float(np.clip(tau, _MIN_STEP * t2, _MAX_STEP * t2))
 
 
-def validated_path(solve_at, score, beta_max, first_slope, *, n_penalties, min_ratio, patience, constrained=True):
+def validated_path(solve_at, score, beta_max, first_slope, *, n_penalties, min_ratio, patience, constrained=True,
+                   n_scored=None, significant_drop=None):
     """Walk the LASSO path and keep the best-scoring point.
 
     Parameters
@@ -116,6 +124,9 @@ def validated_path(solve_at, score, beta_max, first_slope, *, n_penalties, min_r
         docstring)
     constrained : bool, ``solve_at`` solves LASSO problems (False: penalised ones, which have no
         least-squares end to detect)
+    n_scored : int or None, the held-out rows ``score`` is an accuracy on
+    significant_drop : float or None, with ``n_scored``: below ``0.1 beta_max``, a score this many binomial
+        standard errors below the best's ends the path (module docstring); None: patience only
 
     Returns ``(points, best, W_best)``: the :class:`PathPoint` list, the index of the best and its solution.
     """
@@ -139,6 +150,15 @@ def validated_path(solve_at, score, beta_max, first_slope, *, n_penalties, min_r
             best, W_best = len(points) - 1, W
         at_least_squares_end = constrained and result.tau < tau * (1 - 1e-6)
         out_of_patience = point.beta <= points[best].beta * patience_factor
-        if at_least_squares_end or out_of_patience or point.beta_ratio <= min_ratio:
+        at_grid_end = point.beta_ratio <= min_ratio
+        if at_least_squares_end or out_of_patience or _dropped(point, points[best], n_scored, significant_drop) or at_grid_end:
             break
     return points, best, W_best
+
+
+def _dropped(point, best, n_scored, significant_drop):
+    """Whether ``point``'s held-out accuracy lies ``significant_drop`` standard errors below ``best``'s."""
+    if n_scored is None or significant_drop is None or point.beta_ratio > _DROP_BELOW_RATIO:
+        return False
+    standard_error = np.sqrt(max(best.score * (1 - best.score), 0.0) / n_scored)
+    return point.score < best.score - significant_drop * standard_error

@@ -53,6 +53,8 @@ class SolveResult:
     n_solves : int, SPGL1 calls (LASSO solves of the root-find in penalised mode)
     converged : bool
     message : str, SPGL1's exit status of the last solve, or why the solve was skipped
+    feature_duals : (F,) ``Omega*_f(B_f^T R)`` of every feature at the solution, where a working-set
+        certificate computed them (else None)
     """
 
     W: np.ndarray
@@ -64,6 +66,7 @@ class SolveResult:
     n_solves: int
     converged: bool
     message: str
+    feature_duals: np.ndarray | None = None
 
 
 def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, beta_max=None,

@@ -46,12 +46,17 @@ STRATEGIES = ("working_set", "stream")
 
 def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mode, beta, relative, tau,
                       sigma, tol, max_iter, verbose=0, W0=None, precision="auto",
-                      max_rounds=20, rough_beta_rtol=0.05, solver="spgl1", gradient=None, growth=1.5):
+                      max_rounds=20, rough_beta_rtol=0.05, solver="spgl1", gradient=None, growth=1.5,
+                      start_duals=None):
     """Solve the output-layer problem on ``store`` (N, F) with centred targets ``Y`` (N, K).
 
     ``working_set``: size of the first working set (``"working_set"`` strategy). Each round is logged
     (``logging``, INFO) on this module's logger. ``W0`` (F, K): a warm start (e.g. the solution for a
-    nearby penalty); its non-zero rows also join the first working set. ``growth``: later sets hold
+    nearby penalty); its non-zero rows also join the first working set. ``start_duals`` (F,): the dual
+    values ``Omega*_f(B_f^T R)`` at ``W0`` (the ``feature_duals`` of the previous solve on the same rows,
+    e.g. the previous point of a path): the first set is then chosen by the rule of the later rounds,
+    ``W0``'s support and the features with the largest of these values, instead of ``W0``'s support and
+    the top ``working_set`` of ``B^T Y``. ``growth``: later sets hold
     ``max(working_set, growth |support|)`` features (at least one outside the support). ``max_rounds``: most working-set
     rounds; ``rough_beta_rtol``: in penalised mode, how closely the rounds before the set settles match
     ``beta`` (relative; None: as closely as the final round). ``precision`` and ``solver``: see
@@ -78,8 +83,8 @@ def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mo
         return result, beta_abs, 1
     inner = dict(group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma, beta_max=beta_max, tol=tol,
                  max_iter=max_iter, verbose=verbose, precision=precision, solver=solver)
-    return _working_set(store, mean, scale, Y, operator, gradient, (working_set, growth), W0, inner, max_rounds,
-                        rough_beta_rtol)
+    return _working_set(store, mean, scale, Y, operator, gradient, (working_set, growth), (W0, start_duals), inner,
+                        max_rounds, rough_beta_rtol)
 
 
 def _certificate_slack(tol):
@@ -104,18 +109,26 @@ def _next_working_set(active, W, duals, size, growth):
     return grown, x0.ravel()
 
 
-def _working_set(store, mean, scale, Y, operator, gradient, sizes, W0, inner, max_rounds, rough_beta_rtol):
-    """The working-set rounds; ``sizes``: ``(first set's size, growth)``; ``inner``: the keyword arguments
-    of every in-memory solve."""
+def _first_working_set(gradient, group, size, growth, W0, start_duals):
+    """The first round's set (sorted indices) and warm start (or None), see :func:`solve_out_of_core`."""
+    if W0 is not None and start_duals is not None:
+        everything = np.arange(len(gradient))
+        return _next_working_set(everything, W0, start_duals, size, growth)
+    active = np.sort(np.argsort(-row_duals(gradient, group), kind="stable")[:min(size, len(gradient))])
+    if W0 is None:
+        return active, None
+    active = np.union1d(active, np.flatnonzero(np.any(W0 != 0, axis=1)))
+    return active, W0[active].ravel()
+
+
+def _working_set(store, mean, scale, Y, operator, gradient, sizes, start, inner, max_rounds, rough_beta_rtol):
+    """The working-set rounds; ``sizes``: ``(first set's size, growth)``; ``start``: ``(W0, start_duals)``;
+    ``inner``: the keyword arguments of every in-memory solve."""
     size, growth = sizes
     n_features, k = gradient.shape
     group, tol = inner["group"], inner["tol"]
-    duals = row_duals(gradient, group)
-    active = np.sort(np.argsort(-duals, kind="stable")[:min(size, n_features)])
-    x0, n_iter, n_solves = None, 0, 0
-    if W0 is not None:
-        active = np.union1d(active, np.flatnonzero(np.any(W0 != 0, axis=1)))
-        x0 = W0[active].ravel()
+    active, x0 = _first_working_set(gradient, group, size, growth, *start)
+    n_iter, n_solves = 0, 0
     rough = inner["mode"] == "penalized" and rough_beta_rtol is not None  # match beta roughly until settled
     columns = None
     for rounds in range(1, max_rounds + 1):
@@ -145,4 +158,4 @@ def _working_set(store, mean, scale, Y, operator, gradient, sizes, W0, inner, ma
     message = (f"{len(violators)} features still violate after {rounds} rounds" if len(violators) else
                f"beta only matched to {rough_beta_rtol:.0%} after {rounds} rounds" if rough else result.message)
     return SolveResult(weights, residual, result.tau, float(duals.max()), inner["beta_max"], n_iter, n_solves,
-                       converged, message), inner["beta"], rounds
+                       converged, message, duals), inner["beta"], rounds
