@@ -15,8 +15,8 @@ one run:
 * ``path``: ``beta="auto"``: the path on held-out rows (of the fit rows) and the final fit.
 
 Each row: ``{dataset, n, features, solver, variant, seconds, objective, rel_objective_vs_best, features_used,
-validation_accuracy}`` (``--variants`` runs some of them; objective: the penalised objective at the fixed penalty; for ``path``, at its own
-penalty, so no ratio). Prints the BLAS library and thread counts.
+validation_accuracy}`` (``--variants`` runs some of them; objective: the penalised objective at the fixed
+penalty; for ``path``, at its own penalty, so no ratio). Prints the BLAS library and thread counts.
 """
 
 import argparse

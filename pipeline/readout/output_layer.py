@@ -285,7 +285,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
                         max_iter=self.max_iter, verbose=self.verbose, precision=self.precision, solver=self.solver)
         if Bs is None:
             return solve_out_of_core(features, self.mean_, self.scale_, Y, strategy=strategy,
-                                     working_set=self.working_set, growth=self.working_set_growth, beta=beta, relative=relative, W0=W0,
+                                     working_set=self.working_set, growth=self.working_set_growth, beta=beta,
+                                     relative=relative, W0=W0,
                                      max_rounds=self.max_rounds, rough_beta_rtol=self.rough_beta_rtol,
                                      gradient=gradient, start_duals=start_duals, **settings)
         _, dual, _ = penalty_functions(self.group, Y.shape[1])
@@ -321,8 +322,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
 
         def solve_at(tau, beta, W0):
             mode, level = ("penalized", None) if self.solver == "skglm" else ("lasso", tau)
-            result = self._solve(fit_view, fit_Bs, Y, strategy, mode, level, W0, beta if mode == "penalized" else None,
-                                 relative=False, gradient=gradient, start_duals=previous.get("duals"))[0]
+            result = self._solve(fit_view, fit_Bs, Y, strategy, mode, level, W0, beta, relative=False,
+                                 gradient=gradient, start_duals=previous.get("duals"))[0]  # beta: penalised only
             previous["duals"] = result.feature_duals
             return result
 

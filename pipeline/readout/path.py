@@ -20,10 +20,10 @@ once, and the step in ``tau`` is bounded), and held-out accuracy is noisy there 
 small coefficients), so counting points stopped the path at its top. Deeper down (below
 ``0.1 beta_max``) the points past the best are the most expensive of the path (the support, hence the
 working set, grows with every step), so a point whose held-out accuracy lies more than two binomial
-standard errors ``sqrt(p (1 - p) / n_scored)`` (``significant_drop``) below the best's ``p`` also ends it: a drop that is not
-noise (on MNIST, the least-squares refit on 4,400 features for 7,680 rows falls from 0.9870 to 0.9812
-at 1,920 held-out rows, 2.2 standard errors). The best point (ties: the larger penalty, fewer features)
-is returned with its solution, to warm-start the final fit on all rows.
+standard errors ``sqrt(p (1 - p) / n_scored)`` (``significant_drop``) below the best's ``p`` also ends
+it: a drop that is not noise (on MNIST, the least-squares refit on 4,400 features for 7,680 rows fell
+from 0.9870 to 0.9812 at 1,920 held-out rows, 2.2 standard errors). The best point (ties: the larger
+penalty, fewer features) is returned with its solution, to warm-start the final fit on all rows.
 """
 
 import logging
@@ -151,7 +151,8 @@ def validated_path(solve_at, score, beta_max, first_slope, *, n_penalties, min_r
         at_least_squares_end = constrained and result.tau < tau * (1 - 1e-6)
         out_of_patience = point.beta <= points[best].beta * patience_factor
         at_grid_end = point.beta_ratio <= min_ratio
-        if at_least_squares_end or out_of_patience or _dropped(point, points[best], n_scored, significant_drop) or at_grid_end:
+        dropped = _dropped(point, points[best], n_scored, significant_drop)
+        if at_least_squares_end or out_of_patience or dropped or at_grid_end:
             break
     return points, best, W_best
 

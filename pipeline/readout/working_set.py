@@ -56,10 +56,10 @@ def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mo
     values ``Omega*_f(B_f^T R)`` at ``W0`` (the ``feature_duals`` of the previous solve on the same rows,
     e.g. the previous point of a path): the first set is then chosen by the rule of the later rounds,
     ``W0``'s support and the features with the largest of these values, instead of ``W0``'s support and
-    the top ``working_set`` of ``B^T Y``. ``growth``: later sets hold
-    ``max(working_set, growth |support|)`` features (at least one outside the support). ``max_rounds``: most working-set
-    rounds; ``rough_beta_rtol``: in penalised mode, how closely the rounds before the set settles match
-    ``beta`` (relative; None: as closely as the final round). ``precision`` and ``solver``: see
+    the top ``working_set`` of ``B^T Y``. ``growth``: later sets hold ``max(working_set, growth |support|)``
+    features (at least one outside the support). ``max_rounds``: most working-set rounds;
+    ``rough_beta_rtol``: in penalised mode, how closely the rounds before the set settles match ``beta``
+    (relative; None: as closely as the final round). ``precision`` and ``solver``: see
     :func:`pipeline.readout.solve.solve_standardized` (skglm solves the working sets only, not ``"stream"``).
     ``gradient``: ``B_std^T Y`` (F, K) if the caller has it (a path of solves on the same rows), else one
     streamed pass computes it.
@@ -111,9 +111,8 @@ def _next_working_set(active, W, duals, size, growth):
 
 def _first_working_set(gradient, group, size, growth, W0, start_duals):
     """The first round's set (sorted indices) and warm start (or None), see :func:`solve_out_of_core`."""
-    if W0 is not None and start_duals is not None:
-        everything = np.arange(len(gradient))
-        return _next_working_set(everything, W0, start_duals, size, growth)
+    if W0 is not None and start_duals is not None:  # W0 is the solution on all features
+        return _next_working_set(np.arange(len(gradient)), W0, start_duals, size, growth)
     active = np.sort(np.argsort(-row_duals(gradient, group), kind="stable")[:min(size, len(gradient))])
     if W0 is None:
         return active, None
