@@ -2,6 +2,7 @@
 
     python bench/output_layer.py [--dataset mnist|cifar10] [--data-root DIR] [--images 12000]
                                  [--features-cache FILE.npz] [--json FILE] [--variants V [V ...]] [--growth G]
+                                 [--skglm-tol TOL] [--set KEY=VALUE ...]
 
 Features of ``configs/<dataset>.yaml`` on a seeded stratified subsample of ``--images`` training images, split
 80/20 into fit and validation rows (``--features-cache`` keeps them between runs). On the same features, in
@@ -10,9 +11,12 @@ one run:
 * ``root-find``: the penalised fit at the config's fixed penalty (0.01 beta_max, group l1, the config's tol),
   SPGL1's LASSO solves in a root-find for ``lambda(tau) = beta`` (the default penalised fit);
 * ``lasso at tau*``: SPGL1 in its own LASSO mode at the ``tau`` the root-find found (the same solution);
-* ``skglm``: skglm's coordinate descent at the same penalty (``solver="skglm"``), to a tight tolerance:
-  the reference objective;
-* ``path``: ``beta="auto"``: the path on held-out rows (of the fit rows) and the final fit.
+* ``skglm``: skglm's coordinate descent at the same penalty (``solver="skglm"``), at ``--skglm-tol``
+  (default 1e-6: the reference objective);
+* ``newton``: coordinate descent and Newton steps on the working sets' Gram matrices (``solver="newton"``),
+  at the same penalty and the config's tol;
+* ``path``, ``newton path``: ``beta="auto"``: the path on held-out rows (of the fit rows) and the final fit,
+  by SPGL1's LASSO solves or by the Newton solver at the grid's penalties.
 
 Each row: ``{dataset, n, features, solver, variant, seconds, objective, rel_objective_vs_best, features_used,
 validation_accuracy}`` (``--variants`` runs some of them; objective: the penalised objective at the fixed
@@ -37,7 +41,7 @@ from pipeline.readout.path import path_records
 from pipeline.schema import build_model, data_source
 
 
-VARIANTS = ("root-find", "lasso at tau*", "skglm", "path")
+VARIANTS = ("root-find", "lasso at tau*", "skglm", "newton", "path", "newton path")
 
 
 def parse_args(argv):
@@ -49,6 +53,9 @@ def parse_args(argv):
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--growth", type=float, default=L1OutputLayer().working_set_growth,
                         help="working_set_growth of every variant")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. patches.count=4000 (repeatable)")
+    parser.add_argument("--skglm-tol", type=float, default=1e-6, help="tolerance of the skglm variant")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                         help="the variants to run ('lasso at tau*' needs 'root-find')")
     args = parser.parse_args(argv)
@@ -60,7 +67,8 @@ def parse_args(argv):
 def features(args):
     """(fit features, fit labels, validation features, validation labels, output-layer config)."""
     config = load_config(REPO / "configs" / f"{args.dataset}.yaml",
-                         [f"data.n_train={args.images}", "data.validation_fraction=0.2"], data_root=args.data_root)
+                         [f"data.n_train={args.images}", "data.validation_fraction=0.2", *args.overrides],
+                         data_root=args.data_root)
     if args.features_cache and args.features_cache.is_file():
         with np.load(args.features_cache) as cached:
             return cached["B"], cached["y"], cached["Bv"], cached["yv"], config["output"]
@@ -88,29 +96,35 @@ def main(argv=None):
                   working_set_growth=args.growth)
     fixed = dict(common, beta=0.01)
     fits = []  # (solver, variant, fitted layer, seconds)
-    for solver, variant in [("spgl1", "root-find"), ("spgl1", "lasso at tau*"), ("skglm", "skglm"), ("spgl1", "path")]:
+    auto = dict(common, beta="auto", refit=settings["refit"])
+    for solver, variant in [("spgl1", "root-find"), ("spgl1", "lasso at tau*"), ("skglm", "skglm"),
+                            ("newton", "newton"), ("spgl1", "path"), ("newton", "newton path")]:
         if variant not in args.variants:
             continue
         layer = {"root-find": lambda: L1OutputLayer(**fixed),
                  "lasso at tau*": lambda: L1OutputLayer(**common, mode="lasso", tau=fits[0][2].tau_),
-                 "skglm": lambda: L1OutputLayer(**dict(fixed, tol=1e-6), solver="skglm"),
-                 "path": lambda: L1OutputLayer(**common, beta="auto", refit=settings["refit"])}[variant]()
+                 "skglm": lambda: L1OutputLayer(**dict(fixed, tol=args.skglm_tol), solver="skglm"),
+                 "newton": lambda: L1OutputLayer(**fixed, solver="newton"),
+                 "path": lambda: L1OutputLayer(**auto),
+                 "newton path": lambda: L1OutputLayer(**auto, solver="newton")}[variant]()
         fits.append((solver, variant, *timed_fit(layer, B, y)))
         print(f"{variant}: {fits[-1][3]:.1f} s", flush=True)
     rows = result_rows(args.dataset, fits, B, y, B_val, y_val)
     print_rows(rows)
-    path = next((fit for _, variant, fit, _ in fits if variant == "path"), None)
-    if path is not None:
-        print(f"path: chose {path.beta_ratio_:.4g} of beta_max after {len(path.path_)} penalties")
+    paths = {variant: fit for _, variant, fit, _ in fits if variant.endswith("path")}
+    for variant, path in paths.items():
+        print(f"{variant}: chose {path.beta_ratio_:.4g} of beta_max after {len(path.path_)} penalties")
     if args.json:
-        args.json.write_text(json.dumps({"blas": blas_description(), "working_set_growth": args.growth, "rows": rows,
-                                         "path": None if path is None else path_records(path.path_)}, indent=2))
+        args.json.write_text(json.dumps({"blas": blas_description(), "working_set_growth": args.growth,
+                                         "skglm_tol": args.skglm_tol, "rows": rows,
+                                         "paths": {variant: path_records(path.path_) for variant, path in paths.items()}},
+                                        indent=2))
 
 
 def result_rows(dataset, fits, B, y, B_val, y_val):
-    """The JSON rows of ``fits``; objectives of the fixed-penalty variants at the first one's beta (the
+    """The JSON rows of ``fits``; objectives of the fixed-penalty variants at the first one's beta (a
     path has its own penalty: no objective)."""
-    fixed = [fit for _, variant, fit, _ in fits if variant != "path"]
+    fixed = [fit for _, variant, fit, _ in fits if not variant.endswith("path")]
     for fit in fixed[1:]:
         fit.beta_ = fixed[0].beta_  # every fixed-penalty objective at the same beta
     objectives = {id(fit): fit.objective(B, y) for fit in fixed}

@@ -101,7 +101,7 @@ def fit_convex_rf(config, train_set, eval_set, stages, log):
     n_used = int(np.count_nonzero(np.any(output_layer.coef_ != 0, axis=1)))
     log(f"[output] beta = {output_layer.beta_:.4g} (beta_max {output_layer.beta_max_:.4g}), "
         f"{n_used} of {output_layer.coef_.shape[0]} features used"
-        f"{' (least-squares refit on them)' if output_layer.refit else ''}, {output_layer.n_iter_} SPGL1 iterations")
+        f"{' (least-squares refit on them)' if output_layer.refit else ''}, {output_layer.n_iter_} {output_layer.solver} iterations")
     if output_layer.path_ is not None:
         log(f"[output] beta chosen on held-out rows: {output_layer.beta_ratio_:.4g} of beta_max, after "
             f"{len(output_layer.path_)} penalties of the path")

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.readout.gram import add_upper_gram, cholesky_lower, fill_lower, gram_matrix, solve_positive_definite
+from pipeline.readout.gram import (add_upper_gram, cholesky_lower, fill_lower, gram_matrix, regrown_gram,
+                                   solve_positive_definite)
 
 
 @pytest.mark.parametrize("n_features, tile", [(50, 16), (48, 16), (7, 16), (33, 1), (1, 4)])
@@ -37,3 +38,16 @@ def test_blocked_cholesky_refuses_a_matrix_that_is_not_positive_definite():
     a[4, 4] = -1.0  # in the third tile: the earlier tiles factor, then this one fails
     with pytest.raises(np.linalg.LinAlgError):
         cholesky_lower(a, tile=2)
+
+
+def test_regrown_gram_reuses_the_kept_features_and_equals_the_gram_matrix():
+    rng = np.random.default_rng(3)
+    B = rng.standard_normal((30, 12))
+    previous = np.array([1, 4, 5, 9])
+    index = np.array([0, 4, 6, 9, 11])
+    stale = gram_matrix(B[:, previous]) + 0.0
+    got = regrown_gram(previous, stale, index, B[:, index])
+    np.testing.assert_allclose(got, B[:, index].T @ B[:, index], rtol=1e-12, atol=1e-12)
+    marked = stale.copy()
+    marked[1, 3] = marked[3, 1] = 123.0  # features 4 and 9: taken from the previous matrix, not recomputed
+    assert regrown_gram(previous, marked, index, B[:, index])[1, 3] == 123.0

@@ -132,19 +132,26 @@ def test_auto_final_fit_is_optimal_on_all_rows_at_its_penalty():
     assert model.objective(B, y) == pytest.approx(fixed.objective(B, y), rel=1e-6)
 
 
-def test_auto_agrees_in_memory_on_working_sets_on_a_store_and_with_skglm(tmp_path):
+def test_auto_agrees_in_memory_on_working_sets_on_a_store_and_with_skglm_and_newton(tmp_path):
     B, y = classes_on_a_few_features(seed=7)
     store = FeatureStore(tmp_path / "features.npy").fill(lambda rows: rows, B.astype(np.float32))
     B32 = B.astype(np.float32)
     fits = [L1OutputLayer(beta="auto", tol=1e-8, max_iter=100000, **kwargs).fit(features, y)
             for features, kwargs in [(B32, {}), (B32, dict(working_set=4)), (store, dict(working_set=4)),
-                                     (B32, dict(solver="skglm"))]]
+                                     (B32, dict(solver="skglm")), (B32, dict(solver="newton")),
+                                     (store, dict(solver="newton", working_set=4))]]
     reference = fits[0]
     for fit in fits[1:3]:
         assert [p["n_features"] for p in path_records(fit.path_)] == [p["n_features"] for p in path_records(reference.path_)]
         assert fit.beta_ratio_ == pytest.approx(reference.beta_ratio_, rel=1e-3)
         np.testing.assert_allclose(fit.coef_, reference.coef_, atol=1e-4 * np.abs(reference.coef_).max())
-    assert fits[3].score(B32, y) == pytest.approx(reference.score(B32, y), abs=0.02)
+    skglm, newton, newton_store = fits[3:]
+    assert skglm.score(B32, y) == pytest.approx(reference.score(B32, y), abs=0.02)
+    # the two penalised solvers walk the same grid of penalties to the same solutions
+    assert newton.beta_ratio_ == pytest.approx(skglm.beta_ratio_, rel=1e-6)
+    for fit in (newton, newton_store):
+        assert [p["n_features"] for p in path_records(fit.path_)] == [p["n_features"] for p in path_records(skglm.path_)]
+        np.testing.assert_allclose(fit.coef_, skglm.coef_, atol=1e-4 * np.abs(skglm.coef_).max())
 
 
 def test_row_subset_reads_its_rows_of_a_store_and_of_an_array(tmp_path):

@@ -47,21 +47,22 @@ def test_skglm_matches_spgl1_in_every_mode(group, mode, level):
     assert skglm.dual_norm == pytest.approx(lam, rel=1e-6)
 
 
-def test_estimator_with_skglm_matches_spgl1_in_memory_and_on_working_sets():
+def test_estimator_with_skglm_and_newton_matches_spgl1_in_memory_and_on_working_sets():
     rng = np.random.default_rng(1)
     B = rng.standard_normal((150, 40))
     y = np.argmax(B[:, [1, 5, 9]] + 0.3 * rng.standard_normal((150, 3)), axis=1)
     fits = [L1OutputLayer(beta=0.1, tol=1e-9, max_iter=100000, solver=solver, working_set=size).fit(B, y)
-            for solver in ("spgl1", "skglm") for size in (1024, 8)]
+            for solver in ("spgl1", "skglm", "newton") for size in (1024, 8)]
     objectives = [fit.objective(B, y) for fit in fits]
-    assert objectives == pytest.approx([objectives[0]] * 4, rel=1e-6)
+    assert objectives == pytest.approx([objectives[0]] * 6, rel=1e-6)
 
 
+@pytest.mark.parametrize("solver", ["skglm", "newton"])
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(mode="lasso", tau=1.0), "solver='skglm' solves mode='penalized' only"),
+    (dict(mode="lasso", tau=1.0), "solves mode='penalized' only"),
     (dict(out_of_core="stream", working_set=4), "'stream' strategy runs SPGL1"),
 ])
-def test_skglm_refuses_what_it_cannot_solve(kwargs, match):
+def test_penalized_only_solvers_refuse_what_they_cannot_solve(solver, kwargs, match):
     B = np.random.default_rng(2).standard_normal((40, 10))
     with pytest.raises(ValueError, match=match):
-        L1OutputLayer(solver="skglm", **kwargs).fit(B, np.arange(40) % 2)
+        L1OutputLayer(solver=solver, **kwargs).fit(B, np.arange(40) % 2)

@@ -45,6 +45,24 @@ def gram_matrix(X):
     return fill_lower(gram)
 
 
+def regrown_gram(previous_index, previous_gram, index, X):
+    """``X.T @ X`` (F, F) for the columns ``X`` (n, F) of the features ``index`` (F,), reusing the entries
+    of ``previous_gram`` (the Gram matrix of the sorted features ``previous_index``) for the features in
+    both: only the new columns' products are computed, ``n F |new|`` multiply-adds by GEMM."""
+    index = np.asarray(index)
+    kept = np.isin(index, previous_index)
+    old = np.searchsorted(previous_index, index[kept])
+    kept_at, new_at = np.flatnonzero(kept), np.flatnonzero(~kept)
+    gram = np.empty((len(index), len(index)))
+    gram[np.ix_(kept_at, kept_at)] = previous_gram[np.ix_(old, old)]
+    if len(new_at):
+        X = np.asarray(X, dtype=np.float64)
+        products = X.T @ np.ascontiguousarray(X[:, new_at])  # (F, |new|): distinct operands, GEMM
+        gram[:, new_at] = products
+        gram[new_at, :] = products.T
+    return gram
+
+
 def cholesky_lower(a, tile=_TILE):
     """Lower Cholesky factor ``L`` (``L L^T = a``) of a symmetric positive definite ``a`` (F, F) float64,
     computed in place (``a`` is overwritten by ``L``, its upper triangle set to zero); returns it.

@@ -22,7 +22,7 @@ from ..storage.feature_store import ArrayFeatures, FeatureStore, RowSubset, stan
 from .operators import StreamedOperator
 from .path import path_table, validated_path
 from .penalties import group_norms, penalty_functions, row_duals
-from .solve import MODES, PRECISIONS, SOLVERS, solve_standardized
+from .solve import MODES, PENALIZED_ONLY, PRECISIONS, SOLVERS, solve_standardized
 from .working_set import STRATEGIES, solve_out_of_core
 
 try:  # scikit-learn >= 1.6
@@ -110,7 +110,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         (``"auto"``: float32 from ``tol >= 1e-3``; see :func:`pipeline.readout.solve.solve_standardized`)
     max_rounds : int, most working-set rounds
     rough_beta_rtol : float or None, penalised working-set rounds before the set settles match ``beta``
-        to this relative precision (None: to the final precision in every round)
+        to this relative precision (SPGL1's root-find; the penalised-only solvers meet the optimality
+        conditions to it; None: to the final precision in every round)
     validation_fraction : float, ``beta="auto"``: the stratified part of the rows held out to score the path
     n_penalties, min_penalty_ratio : ``beta="auto"``: the path aims at ``n_penalties`` penalties from
         ``beta_max`` geometrically down to ``min_penalty_ratio * beta_max`` (:mod:`pipeline.readout.path`)
@@ -120,8 +121,12 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     significant_drop : float or None, ``beta="auto"``: see ``patience`` (binomial standard errors of the
         held-out accuracy; None: patience alone ends the path)
     random_state : int or None, seeds the held-out split of ``beta="auto"``
-    solver : "spgl1" | "skglm", SPGL1 (every mode) or skglm's coordinate descent (penalised mode only,
-        :mod:`pipeline.readout.skglm_solver`), also inside the working sets
+    solver : "spgl1" | "newton" | "skglm", SPGL1 (every mode; the penalised one by a root-find along its
+        Pareto curve), coordinate descent with Newton steps on the support (penalised mode only,
+        :mod:`pipeline.readout.newton`; ``tol`` is then its relative violation of the optimality
+        conditions; 15x faster than SPGL1 on MNIST's working sets) or skglm's coordinate descent
+        (penalised mode only, :mod:`pipeline.readout.skglm_solver`), also inside the working sets; with
+        ``beta="auto"``, the penalised solvers solve the path's grid of penalties, SPGL1 LASSO problems
     verbose : int, SPGL1 verbosity (0 silent)
 
     ``fit``, ``decision_function`` and ``predict`` take an in-memory (n, F) array or a complete
@@ -131,7 +136,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     ----------
     classes_, coef_ (F, K) in the standardised space, intercept_ (K,), mean_ (F,), scale_ (F,),
     beta_ (absolute penalty; the dual norm at the solution in "lasso"/"bpdn" modes),
-    tau_ (``Omega(l1_coef_)``), n_iter_ (SPGL1 iterations, all solves), beta_max_
+    tau_ (``Omega(l1_coef_)``), n_iter_ (the solver's iterations, all solves: SPGL1's, Newton's or skglm's working-set iterations), beta_max_
     (``Omega*(B_std^T Y_c)``), dual_norm_ (``Omega*(B_std^T R)`` at the solution), n_solves_,
     converged_, n_features_in_, n_rounds_ (working-set rounds; 1 for a direct solve), l1_coef_ (the l1
     solution; the same array as ``coef_`` unless ``refit``), path_ (``beta="auto"``: (points, 9) array, one row
@@ -191,10 +196,10 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         self._validate_params()
         if self.beta == "auto" and self.mode != "penalized":
             raise ValueError(f"beta='auto' chooses the penalty of mode='penalized', not mode={self.mode!r}")
-        if self.solver == "skglm" and self.mode != "penalized":
-            raise ValueError(f"solver='skglm' solves mode='penalized' only, not mode={self.mode!r}")
-        if self.solver == "skglm" and self.out_of_core == "stream":
-            raise ValueError("the 'stream' strategy runs SPGL1 on the file: solver='skglm' needs "
+        if self.solver in PENALIZED_ONLY and self.mode != "penalized":
+            raise ValueError(f"solver={self.solver!r} solves mode='penalized' only, not mode={self.mode!r}")
+        if self.solver in PENALIZED_ONLY and self.out_of_core == "stream":
+            raise ValueError(f"the 'stream' strategy runs SPGL1 on the file: solver={self.solver!r} needs "
                              "out_of_core='working_set'")
         needed = {"penalized": "beta", "lasso": "tau", "bpdn": "sigma"}[self.mode]
         if getattr(self, needed) is None:
@@ -321,7 +326,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         previous = {}  # the last solve's feature duals: the next point's first working set (strong-rule-like)
 
         def solve_at(tau, beta, W0):
-            mode, level = ("penalized", None) if self.solver == "skglm" else ("lasso", tau)
+            mode, level = ("penalized", None) if self.solver in PENALIZED_ONLY else ("lasso", tau)
             result = self._solve(fit_view, fit_Bs, Y, strategy, mode, level, W0, beta, relative=False,
                                  gradient=gradient, start_duals=previous.get("duals"))[0]  # beta: penalised only
             previous["duals"] = result.feature_duals

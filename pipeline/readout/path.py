@@ -50,7 +50,7 @@ class PathPoint:
     n_features : int, features with a non-zero coefficient (rows of ``W``; entries' rows for l1)
     score : float, the caller's score of the solution (held-out accuracy)
     seconds : float, wall time of the solve and its scoring
-    n_iter : int, SPGL1 iterations
+    n_iter : int, the solver's iterations
     converged : bool
     """
 

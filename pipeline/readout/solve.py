@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .gram import gram_matrix
 from .operators import compressed_problem, stacked_operator
 from .penalties import penalty_functions, row_duals
 from .root_find import beta_rtol_for, penalized_root_find
@@ -33,7 +34,9 @@ from .spgl1_adapter import (EXIT_BPSOL_FOUND, EXIT_LEAST_SQUARES, EXIT_ROOT_FOUN
 
 MODES = ("penalized", "lasso", "bpdn")
 PRECISIONS = ("auto", "float32", "float64")
-SOLVERS = ("spgl1", "skglm")
+SOLVERS = ("spgl1", "newton", "skglm")
+# The solvers of the penalised mode only (no LASSO / BPDN form).
+PENALIZED_ONLY = ("newton", "skglm")
 # SPGL1 tolerance from which precision="auto" runs the compressed problem's products in float32.
 FLOAT32_TOL = 1e-3
 
@@ -49,7 +52,7 @@ class SolveResult:
     tau : float, ``Omega(W)``
     dual_norm : float, ``Omega*(B^T R)`` (the penalty ``beta`` that ``W`` is optimal for)
     beta_max : float, ``Omega*(B^T Y)``
-    n_iter : int, SPGL1 iterations over all solves
+    n_iter : int, iterations over all solves (SPGL1, or the penalised-only solver)
     n_solves : int, SPGL1 calls (LASSO solves of the root-find in penalised mode)
     converged : bool
     message : str, SPGL1's exit status of the last solve, or why the solve was skipped
@@ -154,7 +157,7 @@ def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, 
 
 
 def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, max_iter, verbose=0,
-                       x0=None, beta_rtol=None, precision="auto", solver="spgl1"):
+                       x0=None, beta_rtol=None, precision="auto", solver="spgl1", gram=None):
     """:func:`solve_l1` on in-memory features ``Bs`` (n, F) and targets ``Y`` (n, K), both centred.
 
     With more samples than features it solves the exact F x F compressed problem
@@ -166,15 +169,26 @@ def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, m
     traffic, so half the bytes take about half the time, and float32's rounding (relative ``~1e-7`` per
     term, ``~1e-5`` over F terms) is far below a duality gap of ``1e-3``.
 
-    ``solver="skglm"`` solves the penalised mode by :func:`pipeline.readout.skglm_solver.solve_skglm`
-    instead (on the same compressed problem, in float64).
+    ``beta_rtol`` (a rough penalised solve) is SPGL1's root-find tolerance, and the other solvers' ``tol``
+    if larger (they meet every feature's optimality condition to it, relative to ``beta``).
+
+    ``solver="newton"`` solves the penalised mode by coordinate descent and Newton steps on the Gram
+    matrix ``Bs^T Bs`` (:func:`pipeline.readout.newton.solve_gram`, ``tol``: its relative violation of the
+    optimality conditions; ``R`` is then ``Y - Bs W``; ``gram``: ``Bs^T Bs`` if the caller has it);
+    ``solver="skglm"`` by
+    :func:`pipeline.readout.skglm_solver.solve_skglm` (on the compressed problem, in float64).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    if solver == "skglm" and mode != "penalized":
-        raise ValueError(f"solver='skglm' solves mode='penalized' only, not mode={mode!r}: use solver='spgl1'")
+    if solver in PENALIZED_ONLY and mode != "penalized":
+        raise ValueError(f"solver={solver!r} solves mode='penalized' only, not mode={mode!r}: use solver='spgl1'")
+    if solver != "spgl1" and beta_rtol is not None:  # a rough solve: the optimality conditions to beta_rtol
+        tol = max(tol, float(beta_rtol))
+    if solver == "newton":
+        return _solve_newton(Bs, Y, group=group, beta=beta, beta_max=beta_max, tol=tol, max_iter=max_iter, x0=x0,
+                             gram=gram_matrix(Bs) if gram is None else gram)
     if Bs.shape[0] > Bs.shape[1]:
         Bs, Y, offset = compressed_problem(Bs, Y)
         if sigma is not None:
@@ -191,3 +205,24 @@ def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, m
                     sigma=sigma, beta_max=beta_max, tol=tol, max_iter=max_iter, verbose=verbose, x0=x0,
                     beta_rtol=beta_rtol)
 
+
+def _solve_newton(Bs, Y, *, group, beta, beta_max, tol, max_iter, x0, gram):
+    """The penalised problem on ``Bs`` (n, F), ``Y`` (n, K) by :func:`pipeline.readout.newton.solve_gram`,
+    ``gram = Bs^T Bs``."""
+    from .newton import solve_gram  # imported here: numba compiles it on first use
+
+    correlation = Bs.T @ Y
+    if beta_max is None:
+        beta_max = row_duals(correlation, group).max(initial=0.0)
+    beta, beta_max = float(beta), float(beta_max)
+    if beta >= beta_max:
+        W, n_iter, violation = np.zeros(correlation.shape), 0, 0.0
+    else:
+        W, n_iter, violation = solve_gram(gram, correlation, beta, x0, group=group, tol=tol, max_iter=max_iter)
+    converged = violation <= tol
+    message = ("optimality conditions met" if converged else
+               f"optimality violated by {violation:.3g} of beta after {n_iter} Newton iterations")
+    residual = Y - Bs @ W
+    return SolveResult(W, residual, penalty_functions(group, Y.shape[1])[0](W.ravel(), 1),
+                       float(row_duals(correlation - gram @ W, group).max(initial=0.0)), beta_max, n_iter, 1,
+                       converged, message)

@@ -35,6 +35,7 @@ import logging
 import numpy as np
 
 from ..storage.feature_store import standardized_columns
+from .gram import regrown_gram
 from .operators import StreamedOperator
 from .penalties import penalty_functions, row_duals
 from .root_find import beta_rtol_for
@@ -60,7 +61,8 @@ def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mo
     features (at least one outside the support). ``max_rounds``: most working-set rounds;
     ``rough_beta_rtol``: in penalised mode, how closely the rounds before the set settles match ``beta``
     (relative; None: as closely as the final round). ``precision`` and ``solver``: see
-    :func:`pipeline.readout.solve.solve_standardized` (skglm solves the working sets only, not ``"stream"``).
+    :func:`pipeline.readout.solve.solve_standardized` (``"newton"`` and ``"skglm"`` solve the working sets only,
+    not ``"stream"``).
     ``gradient``: ``B_std^T Y`` (F, K) if the caller has it (a path of solves on the same rows), else one
     streamed pass computes it.
     Returns ``(SolveResult with W of shape (F, K) and R in the original space, absolute beta or None,
@@ -130,10 +132,14 @@ def _working_set(store, mean, scale, Y, operator, gradient, sizes, start, inner,
     n_iter, n_solves = 0, 0
     rough = inner["mode"] == "penalized" and rough_beta_rtol is not None  # match beta roughly until settled
     columns = None
+    grams = (np.empty(0, dtype=int), np.empty((0, 0)))  # (set, its Gram matrix): the Newton solver's, reused
     for rounds in range(1, max_rounds + 1):
         if columns is None:
             columns = standardized_columns(store, active, mean, scale)  # (n, |set|) float64
-        result = solve_standardized(columns, Y, **inner, x0=x0, beta_rtol=rough_beta_rtol if rough else None)
+            if inner["solver"] == "newton":
+                grams = (active, regrown_gram(*grams, active, columns))
+        result = solve_standardized(columns, Y, **inner, x0=x0, beta_rtol=rough_beta_rtol if rough else None,
+                                    gram=grams[1] if inner["solver"] == "newton" else None)
         n_iter, n_solves = n_iter + result.n_iter, n_solves + result.n_solves
         residual = Y - columns @ result.W
         duals = row_duals(np.reshape(operator.rmatvec(residual.ravel()), (n_features, k)), group)

@@ -1,0 +1,219 @@
+"""The penalised problem on a working set's Gram matrix, by coordinate descent and Newton steps.
+
+    min_W  1/2 tr(W^T G W) - tr(c^T W) + beta Omega(W)        (= 1/2 ||B W - Y||^2 + beta Omega(W) + const)
+
+with ``G = B^T B`` (m, m) and ``c = B^T Y`` (m, K) of the set's standardised columns (``solver="newton"``).
+First-order methods need thousands of iterations on the correlated pooled features (SPGL1's spectral
+projected gradient: 6,543 iterations for MNIST's top 1,024 features at 0.01 beta_max; their rate depends on
+the conditioning), and SPGL1's penalised mode adds a root-find in ``tau`` on top. But the solution is sparse,
+and on its support ``S`` the objective is smooth (``||w_f||`` is smooth away from 0), so Newton's method
+converges there quadratically, whatever the conditioning. Each iteration:
+
+1. **Coordinate descent** (up to ``cd_epochs`` cyclic passes over the rows, compiled by numba, until a
+   pass changes no row's membership of the support): each row set to
+   its exact block minimiser ``max(0, 1 - beta / ||q_f||) q_f / G_ff``, ``q_f = c_f - (G W)_f + G_ff w_f``
+   (for K = 1 the soft threshold). The objective never increases, and rows enter and leave the support:
+   coordinate descent finds the support, which Newton steps alone do poorly (measured: 88 iterations
+   with single block passes, 9 with five epochs, on the problem above).
+2. **One Newton step on the support**, with a backtracking (Armijo) line search on the objective (a
+   quadratic in the step length plus the row norms; ``G Delta`` is computed once per step).
+
+The Hessian on ``S`` is ``G_SS (x) I_K + blockdiag(d_f (I - u_f u_f^T))``, ``d_f = beta / ||w_f||``,
+``u_f = w_f / ||w_f||`` (:func:`newton_direction`): ``(G_SS + diag d) (x) I_K`` minus one rank-one term
+per row, solved exactly by the Woodbury identity with one ``|S| x |S|`` Cholesky factorisation of
+``M = G_SS + diag d`` and one of the symmetric positive definite capacitance matrix
+``I - D^1/2 (M^-1 o U U^T) D^1/2`` (positive definite exactly when the Hessian is): ``~2 |S|^3`` flops per
+step, independent of K. For the l1 norm of the entries (``group=False``) the K columns are K separate
+lassos with K = 1, where the penalty's Hessian vanishes and the step is ``-G_SS^-1 F``.
+
+It stops when every row meets its optimality condition to ``tol`` relative to ``beta``: ``||(c - G W)_f -
+beta u_f|| <= tol beta`` on the support, ``||(c - G W)_f|| <= beta (1 + tol)`` off it (the criterion of
+:mod:`pipeline.readout.skglm_solver`).
+"""
+
+from math import sqrt
+
+import numba
+import numpy as np
+import scipy.linalg
+
+from .gram import cholesky_lower, gram_matrix
+
+# Armijo's sufficient-decrease fraction and the most halvings of the step.
+_ARMIJO, _MAX_HALVINGS = 1e-4, 40
+
+
+def kkt_violation(W, GW, c, beta, group):
+    """Largest violation of the optimality conditions over the rows, relative to ``beta``.
+
+    ``W``, ``GW = G W``, ``c``: (m, K). Non-zero row (entry, for l1): ``|| (c - GW)_f - beta u_f ||``;
+    zero row: ``max(||(c - GW)_f|| - beta, 0)`` (l1: per entry, ``|.|``).
+    """
+    correlation = c - GW
+    if not group:
+        on = np.abs(correlation - beta * np.sign(W))
+        off = np.maximum(np.abs(correlation) - beta, 0.0)
+        return float(np.where(W != 0, on, off).max(initial=0.0) / beta)
+    norms = np.linalg.norm(W, axis=1)
+    on_support = norms > 0
+    units = np.divide(W, norms[:, None], out=np.zeros_like(W), where=on_support[:, None])
+    on = np.linalg.norm(correlation - beta * units, axis=1)
+    off = np.maximum(np.linalg.norm(correlation, axis=1) - beta, 0.0)
+    return float(np.where(on_support, on, off).max(initial=0.0) / beta)
+
+
+def solve_gram(G, c, beta, W0=None, *, group, tol, max_iter=100, cd_epochs=5):
+    """Minimise ``1/2 tr(W^T G W) - tr(c^T W) + beta Omega(W)`` (module docstring).
+
+    G : (m, m) float64 symmetric positive semi-definite (the Gram matrix of the standardised columns)
+    c : (m, K) float64, ``B^T Y``
+    beta : float > 0, absolute penalty
+    W0 : (m, K) warm start or None (zero)
+    tol : relative violation of the optimality conditions to stop at
+    max_iter : most iterations (``cd_epochs`` coordinate-descent epochs and one Newton step each)
+
+    Returns ``(W (m, K), iterations, violation)``; converged iff ``violation <= tol``.
+    """
+    if not group:
+        return _columns_separately(G, c, beta, W0, tol, max_iter, cd_epochs)
+    G, c = np.ascontiguousarray(G, dtype=np.float64), np.ascontiguousarray(c, dtype=np.float64)
+    W = np.zeros(c.shape) if W0 is None else np.array(W0, dtype=np.float64).reshape(c.shape)
+    GW = G @ W
+    violation = kkt_violation(W, GW, c, beta, group=True)
+    for iteration in range(1, max_iter + 1):
+        if violation <= tol:
+            return W, iteration - 1, violation
+        _coordinate_descent(G, c, float(beta), W, GW, int(cd_epochs))
+        support = np.flatnonzero(np.linalg.norm(W, axis=1) > 0)
+        if len(support):
+            step = newton_direction(G[np.ix_(support, support)], (GW - c)[support], W[support], beta)
+            _line_search(G[:, support], c, beta, W, GW, support, step)
+            GW = G[:, support] @ W[support]  # afresh: the in-place updates accumulate rounding
+        violation = kkt_violation(W, GW, c, beta, group=True)
+    return W, max_iter, violation
+
+
+def _columns_separately(G, c, beta, W0, tol, max_iter, cd_epochs):
+    """The l1 norm of the entries: one group solve with K = 1 per class column."""
+    W = np.zeros(c.shape)
+    n_iter, worst = 0, 0.0
+    for column in range(c.shape[1]):
+        start = None if W0 is None else np.reshape(W0, c.shape)[:, column:column + 1]
+        w, iterations, violation = solve_gram(G, c[:, column:column + 1], beta, start, group=True, tol=tol,
+                                              max_iter=max_iter, cd_epochs=cd_epochs)
+        W[:, column], n_iter, worst = w[:, 0], n_iter + iterations, max(worst, violation)
+    return W, n_iter, worst
+
+
+@numba.njit(cache=True)
+def _coordinate_descent(G, c, beta, W, GW, n_epochs):
+    """Up to ``n_epochs`` cyclic passes of exact block minimisation over the rows of ``W`` (m, K), in
+    place, stopping after a pass in which no row entered or left the support (the Newton step is then
+    the better use of the time); ``GW`` (m, K) is kept equal to ``G W`` (``G`` symmetric, its row ``f``
+    read as column ``f``). Returns the passes made."""
+    m, k = W.shape
+    block = np.empty(k)
+    change = np.empty(k)
+    for epoch in range(n_epochs):
+        switched = 0
+        for f in range(m):
+            g_ff = G[f, f]
+            if g_ff <= 0.0:
+                continue
+            at_zero = True
+            norm2 = 0.0
+            for j in range(k):
+                at_zero = at_zero and W[f, j] == 0.0
+                block[j] = c[f, j] - GW[f, j] + g_ff * W[f, j]
+                norm2 += block[j] * block[j]
+            q_norm = sqrt(norm2)
+            if at_zero and q_norm <= beta:
+                continue
+            shrink = max(0.0, 1.0 - beta / q_norm) / g_ff if q_norm > 0.0 else 0.0
+            switched += at_zero != (shrink == 0.0)
+            for j in range(k):
+                change[j] = block[j] * shrink - W[f, j]
+                W[f, j] += change[j]
+            for i in range(m):
+                g_fi = G[f, i]
+                for j in range(k):
+                    GW[i, j] += g_fi * change[j]
+        if switched == 0:
+            return epoch + 1
+    return n_epochs
+
+
+def newton_direction(G_support, gradient_smooth, W_support, beta):
+    """Newton step ``Delta`` (s, K) of the objective restricted to the support.
+
+    G_support : (s, s) ``G_SS``; gradient_smooth : (s, K) ``(G W - c)_S``; W_support : (s, K), no zero row.
+    Solves ``G_SS Delta + d_f (I - u_f u_f^T) Delta_f = -(gradient_smooth + beta U)`` by the Woodbury
+    identity (module docstring).
+    """
+    norms = np.linalg.norm(W_support, axis=1)
+    units = W_support / norms[:, None]
+    gradient = gradient_smooth + beta * units
+    d = beta / norms
+    if W_support.shape[1] == 1:  # K = 1: the penalty is linear on the support
+        return -_solve_symmetric(G_support.copy(), gradient)
+    M = G_support + np.diag(d)
+    inverse = _inverse_positive_definite(M)
+    Z = inverse @ gradient
+    root_d = np.sqrt(d)
+    capacitance = np.eye(len(d)) - root_d[:, None] * (inverse * (units @ units.T)) * root_d[None, :]
+    along = _solve_symmetric(capacitance, -root_d * np.einsum("ij,ij->i", units, Z)) / root_d
+    return -Z + inverse @ ((d * along)[:, None] * units)
+
+
+def _inverse_positive_definite(M):
+    """``M^-1 = L^-T L^-1`` of a symmetric positive definite (s, s) matrix: the Cholesky factor ``L`` of
+    :func:`pipeline.readout.gram.cholesky_lower`, its inverse by LAPACK's ``trtri``, the product by
+    :func:`pipeline.readout.gram.gram_matrix` (GEMM on tiles: numpy's ``X.T @ X`` would call SYRK)."""
+    lower_inverse, info = scipy.linalg.lapack.dtrtri(cholesky_lower(M.copy()), lower=True)
+    if info:
+        raise np.linalg.LinAlgError(f"trtri failed (info {info})")
+    return gram_matrix(lower_inverse)
+
+
+def _solve_symmetric(A, b):
+    """``A^-1 b`` for symmetric ``A`` (overwritten): Cholesky, or least squares if ``A`` is not positive
+    definite to rounding (a singular ``G_SS``: more support rows than the rank of the columns)."""
+    try:
+        lower = cholesky_lower(A.copy())
+    except np.linalg.LinAlgError:
+        return scipy.linalg.lstsq(A, b, lapack_driver="gelsd")[0]
+    return scipy.linalg.solve_triangular(lower.T, scipy.linalg.solve_triangular(lower, b, lower=True), lower=False)
+
+
+def _line_search(G_columns, c, beta, W, GW, support, step):
+    """Backtracking along ``step`` on the support, in place (``W``, ``GW``); ``G_columns = G[:, S]``.
+
+    A trial ``W + t Delta`` whose row ``f`` turns back (``w_f . (w_f + t Delta_f) <= 0``: the step
+    would carry it through zero, where the penalty has its kink) has that row set to zero instead, so a
+    row that should leave the support does so in one step rather than stalling the search at the kink.
+    The objective's change is exact: ``tr(E^T (G W - c)) + 1/2 tr(E^T G E) + beta (change of the row
+    norms)`` for the change ``E``, with ``G Delta`` computed once.
+    """
+    G_step = G_columns @ step  # (m, K): G Delta for every row of the set
+    smooth_gradient = (GW - c)[support]
+    rows = W[support]
+    norms = np.linalg.norm(rows, axis=1)
+    penalty0 = float(norms.sum())
+    slope = float(np.einsum("ij,ij->", smooth_gradient + beta * rows / norms[:, None], step))
+    if slope >= 0:  # not a descent direction (rounding at the optimum): keep W
+        return
+    t = 1.0
+    for _ in range(_MAX_HALVINGS):
+        trial = rows + t * step
+        crossing = np.flatnonzero(np.einsum("ij,ij->i", rows, trial) <= 0)
+        trial[crossing] = 0.0
+        G_change = t * G_step - G_columns[:, crossing] @ (rows[crossing] + t * step[crossing])
+        change = trial - rows
+        objective_change = (float(np.einsum("ij,ij->", change, smooth_gradient))
+                            + 0.5 * float(np.einsum("ij,ij->", change, G_change[support]))
+                            + beta * (float(np.linalg.norm(trial, axis=1).sum()) - penalty0))
+        if objective_change <= _ARMIJO * t * slope:
+            W[support] = trial
+            GW += G_change
+            return
+        t *= 0.5

@@ -1,0 +1,102 @@
+"""Coordinate descent and Newton steps on the Gram matrix (pipeline/readout/newton.py), checked against
+SPGL1 and skglm and against the optimality conditions."""
+
+import numpy as np
+import pytest
+
+from pipeline.readout.newton import kkt_violation, newton_direction, solve_gram
+from pipeline.readout.penalties import group_norms, row_duals
+from pipeline.readout.skglm_solver import solve_skglm
+from pipeline.readout.solve import solve_standardized
+
+
+def correlated_problem(n=150, n_features=60, k=4, seed=0):
+    """Centred features sharing a common factor (correlated, as pooled features are) and centred targets."""
+    rng = np.random.default_rng(seed)
+    B = rng.standard_normal((n, n_features)) + 0.8 * rng.standard_normal((n, 1))
+    W = np.zeros((n_features, k))
+    W[[3, 11, 40]] = rng.standard_normal((3, k))
+    Y = B @ W + 0.5 * rng.standard_normal((n, k))
+    return B - B.mean(axis=0), Y - Y.mean(axis=0)
+
+
+def objective(B, Y, W, beta, group):
+    return 0.5 * float(np.sum((Y - B @ W) ** 2)) + beta * group_norms(W, group)[0]
+
+
+@pytest.mark.parametrize("group", [True, False])
+@pytest.mark.parametrize("ratio", [0.5, 0.1, 0.01])
+@pytest.mark.parametrize("n", [150, 40])  # more rows than features, and fewer (a singular Gram matrix)
+def test_newton_reaches_skglm_objective_and_the_optimality_conditions(group, ratio, n):
+    B, Y = correlated_problem(n=n)
+    G, c = B.T @ B, B.T @ Y
+    beta_max = row_duals(c, group).max()
+    beta = ratio * beta_max
+    W, n_iter, violation = solve_gram(G, c, beta, group=group, tol=1e-10, max_iter=200)
+    assert violation <= 1e-10 and n_iter < 200
+    assert violation == pytest.approx(kkt_violation(W, G @ W, c, beta, group), abs=1e-12)
+    reference = solve_skglm(B, Y, group=group, beta=beta, beta_max=beta_max, tol=1e-10, max_iter=500)
+    assert reference.converged
+    assert objective(B, Y, W, beta, group) == pytest.approx(objective(B, Y, reference.W, beta, group), rel=1e-9)
+
+
+@pytest.mark.parametrize("group", [True, False])
+@pytest.mark.parametrize("mode", ["penalized", "lasso"])
+def test_newton_matches_spgl1_at_spgl1s_penalty(group, mode):
+    """SPGL1's solution (penalised, or LASSO at half the penalised solution's tau) is the penalised optimum
+    for its dual norm lambda; Newton at that lambda reaches the same objective (1e-6 relative: SPGL1's
+    own accuracy at tol 1e-10 is limited by its line search) and the same support."""
+    B, Y = correlated_problem(seed=2)
+    beta_max = row_duals(B.T @ Y, group).max()
+    common = dict(group=group, sigma=None, beta_max=beta_max, tol=1e-10, max_iter=100000, precision="float64")
+    spgl1 = solve_standardized(B, Y, mode="penalized", beta=0.2 * beta_max, tau=None, **common)
+    if mode == "lasso":
+        spgl1 = solve_standardized(B, Y, mode="lasso", beta=None, tau=0.5 * spgl1.tau, **common)
+    lam = 0.2 * beta_max if mode == "penalized" else spgl1.dual_norm
+    newton = solve_standardized(B, Y, mode="penalized", beta=lam, tau=None, **dict(common, precision="auto"),
+                                solver="newton")
+    assert newton.converged
+    assert objective(B, Y, newton.W, lam, group) == pytest.approx(objective(B, Y, spgl1.W, lam, group), rel=1e-6)
+    assert newton.dual_norm == pytest.approx(lam, rel=1e-9)
+    np.testing.assert_allclose(newton.R, Y - B @ newton.W)
+    assert np.array_equal(np.abs(newton.W).max(axis=1) > 1e-6 * np.abs(newton.W).max(),
+                          np.abs(spgl1.W).max(axis=1) > 1e-6 * np.abs(spgl1.W).max())
+
+
+def test_newton_direction_solves_the_hessian_system():
+    """The Woodbury solve equals the dense Newton system G (x) I + blockdiag(d_f (I - u_f u_f^T))."""
+    rng = np.random.default_rng(4)
+    s, k, beta = 7, 3, 0.7
+    A = rng.standard_normal((20, s))
+    G = A.T @ A
+    W = rng.standard_normal((s, k))
+    smooth = rng.standard_normal((s, k))
+    norms = np.linalg.norm(W, axis=1)
+    units = W / norms[:, None]
+    hessian = np.kron(G, np.eye(k))
+    for f in range(s):
+        block = slice(f * k, (f + 1) * k)
+        hessian[block, block] += beta / norms[f] * (np.eye(k) - np.outer(units[f], units[f]))
+    expected = np.linalg.solve(hessian, -(smooth + beta * units).ravel()).reshape(s, k)
+    np.testing.assert_allclose(newton_direction(G, smooth, W, beta), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_warm_start_at_the_solution_takes_no_iteration_and_beta_max_gives_zero():
+    B, Y = correlated_problem(seed=5)
+    G, c = B.T @ B, B.T @ Y
+    beta_max = row_duals(c, True).max()
+    W, _, _ = solve_gram(G, c, 0.05 * beta_max, group=True, tol=1e-9)
+    again, n_iter, violation = solve_gram(G, c, 0.05 * beta_max, W, group=True, tol=1e-9)
+    assert n_iter == 0 and violation <= 1e-9
+    np.testing.assert_array_equal(again, W)
+    zero = solve_standardized(B, Y, group=True, mode="penalized", beta=beta_max, tau=None, sigma=None,
+                              beta_max=beta_max, tol=1e-6, max_iter=100, solver="newton")
+    assert zero.converged and not np.any(zero.W)
+
+
+def test_newton_reports_what_it_did_not_finish():
+    B, Y = correlated_problem(seed=6)
+    beta_max = row_duals(B.T @ Y, True).max()
+    result = solve_standardized(B, Y, group=True, mode="penalized", beta=0.01 * beta_max, tau=None, sigma=None,
+                                beta_max=beta_max, tol=1e-12, max_iter=1, solver="newton")
+    assert not result.converged and "after 1 Newton iterations" in result.message
