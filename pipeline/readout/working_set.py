@@ -27,7 +27,9 @@ one-hot targets, the modes and norms of :mod:`pipeline.readout.solve`):
   change) until no feature
   violates; then that set is solved at the full tolerance and certified again (more rounds if needed).
   Each round costs two passes over the file (gather the set's columns, certify) instead of two per
-  SPGL1 iteration.
+  SPGL1 iteration. The Newton solver (:mod:`pipeline.readout.newton`) works on the set's Gram matrix,
+  which is carried from round to round (:func:`pipeline.readout.gram.regrown_gram`: only the columns new
+  to the set are multiplied), and its rough rounds meet the optimality conditions to ``rough_beta_rtol``.
 """
 
 import logging
