@@ -9,15 +9,12 @@ from pipeline.readout.penalties import group_norms, row_duals
 from pipeline.readout.skglm_solver import solve_skglm
 from pipeline.readout.solve import solve_standardized
 
+from planted_features import centred_problem
 
-def correlated_problem(n=150, n_features=60, k=4, seed=0):
-    """Centred features sharing a common factor (correlated, as pooled features are) and centred targets."""
-    rng = np.random.default_rng(seed)
-    B = rng.standard_normal((n, n_features)) + 0.8 * rng.standard_normal((n, 1))
-    W = np.zeros((n_features, k))
-    W[[3, 11, 40]] = rng.standard_normal((3, k))
-    Y = B @ W + 0.5 * rng.standard_normal((n, k))
-    return B - B.mean(axis=0), Y - Y.mean(axis=0)
+
+def correlated_problem(n=150, seed=0):
+    """Centred, correlated features (60 of them sharing a common factor) and centred targets (4 classes)."""
+    return centred_problem(n=n, n_features=60, k=4, seed=seed, common_factor=0.8, support=(3, 11, 40))
 
 
 def objective(B, Y, W, beta, group):

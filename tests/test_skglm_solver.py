@@ -8,14 +8,7 @@ from pipeline.readout.penalties import group_norms, row_duals
 from pipeline.readout.skglm_solver import solve_skglm
 from pipeline.readout.solve import solve_standardized
 
-
-def centred_problem(n=120, n_features=30, k=3, seed=0):
-    rng = np.random.default_rng(seed)
-    B = rng.standard_normal((n, n_features))
-    W = np.zeros((n_features, k))
-    W[[2, 7, 19]] = rng.standard_normal((3, k))
-    Y = B @ W + 0.5 * rng.standard_normal((n, k))
-    return B - B.mean(axis=0), Y - Y.mean(axis=0)
+from planted_features import centred_problem
 
 
 def objective(B, Y, W, beta, group):
