@@ -86,9 +86,10 @@ def solve_gram(G, c, beta, W0=None, *, group, tol, max_iter=100, cd_epochs=5):
         _coordinate_descent(G, c, float(beta), W, GW, int(cd_epochs))
         support = np.flatnonzero(np.linalg.norm(W, axis=1) > 0)
         if len(support):
-            step = newton_direction(G[np.ix_(support, support)], (GW - c)[support], W[support], beta)
-            _line_search(G[:, support], c, beta, W, GW, support, step)
-            GW = G[:, support] @ W[support]  # afresh: the in-place updates accumulate rounding
+            columns = G[:, support]  # (m, s), copied once per iteration
+            step = newton_direction(columns[support], (GW - c)[support], W[support], beta)
+            _line_search(columns, c, beta, W, GW, support, step)
+            GW = columns @ W[support]  # afresh: the in-place updates accumulate rounding
         violation = kkt_violation(W, GW, c, beta, group=True)
     return W, max_iter, violation
 
@@ -155,7 +156,7 @@ def newton_direction(G_support, gradient_smooth, W_support, beta):
     gradient = gradient_smooth + beta * units
     d = beta / norms
     if W_support.shape[1] == 1:  # K = 1: the penalty is linear on the support
-        return -_solve_symmetric(G_support.copy(), gradient)
+        return -_solve_symmetric(G_support, gradient)
     M = G_support + np.diag(d)
     inverse = _inverse_positive_definite(M)
     Z = inverse @ gradient
@@ -176,7 +177,7 @@ def _inverse_positive_definite(M):
 
 
 def _solve_symmetric(A, b):
-    """``A^-1 b`` for symmetric ``A`` (overwritten): Cholesky, or least squares if ``A`` is not positive
+    """``A^-1 b`` for symmetric ``A`` (left as is): Cholesky, or least squares if ``A`` is not positive
     definite to rounding (a singular ``G_SS``: more support rows than the rank of the columns)."""
     try:
         lower = cholesky_lower(A.copy())

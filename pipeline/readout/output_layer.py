@@ -124,7 +124,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     solver : "spgl1" | "newton" | "skglm", SPGL1 (every mode; the penalised one by a root-find along its
         Pareto curve), coordinate descent with Newton steps on the support (penalised mode only,
         :mod:`pipeline.readout.newton`; ``tol`` is then its relative violation of the optimality
-        conditions; 15x faster than SPGL1 on MNIST's working sets) or skglm's coordinate descent
+        conditions; 9x faster than SPGL1's root-find on MNIST's features) or skglm's coordinate descent
         (penalised mode only, :mod:`pipeline.readout.skglm_solver`), also inside the working sets; with
         ``beta="auto"``, the penalised solvers solve the path's grid of penalties, SPGL1 LASSO problems
     verbose : int, SPGL1 verbosity (0 silent)
@@ -136,7 +136,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     ----------
     classes_, coef_ (F, K) in the standardised space, intercept_ (K,), mean_ (F,), scale_ (F,),
     beta_ (absolute penalty; the dual norm at the solution in "lasso"/"bpdn" modes),
-    tau_ (``Omega(l1_coef_)``), n_iter_ (the solver's iterations, all solves: SPGL1's, Newton's or skglm's working-set iterations), beta_max_
+    tau_ (``Omega(l1_coef_)``), n_iter_ (the solver's iterations over all solves: SPGL1's, Newton's or
+    skglm's working-set iterations), beta_max_
     (``Omega*(B_std^T Y_c)``), dual_norm_ (``Omega*(B_std^T R)`` at the solution), n_solves_,
     converged_, n_features_in_, n_rounds_ (working-set rounds; 1 for a direct solve), l1_coef_ (the l1
     solution; the same array as ``coef_`` unless ``refit``), path_ (``beta="auto"``: (points, 9) array, one row
