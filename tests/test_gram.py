@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.readout.gram import (add_upper_gram, cholesky_lower, fill_lower, gram_matrix, regrown_gram,
-                                   solve_positive_definite)
+from pipeline.readout.gram import (NormalEquations, add_upper_gram, cholesky_lower, fill_lower, gram_matrix,
+                                   regrown_gram, solve_positive_definite, solve_well_conditioned)
 
 
 @pytest.mark.parametrize("n_features, tile", [(50, 16), (48, 16), (7, 16), (33, 1), (1, 4)])
@@ -51,3 +51,26 @@ def test_regrown_gram_reuses_the_kept_features_and_equals_the_gram_matrix():
     marked = stale.copy()
     marked[1, 3] = marked[3, 1] = 123.0  # features 4 and 9: taken from the previous matrix, not recomputed
     assert regrown_gram(previous, marked, index, B[:, index])[1, 3] == 123.0
+
+
+def test_normal_equations_solve_least_squares_on_a_support_inside_their_set():
+    rng = np.random.default_rng(4)
+    X, Y = rng.standard_normal((80, 10)), rng.standard_normal((80, 3))
+    index = np.arange(0, 20, 2)  # features 0, 2, ..., 18 are the columns of X
+    equations = NormalEquations(index, gram_matrix(X), X.T @ Y)
+    support = np.array([2, 8, 18])
+    np.testing.assert_allclose(equations.least_squares(support), np.linalg.lstsq(X[:, [1, 4, 9]], Y, rcond=None)[0],
+                               rtol=1e-10, atol=1e-12)
+    for outside in ([1, 2], [2, 20], [19]):
+        assert equations.restricted(np.array(outside)) is None and equations.least_squares(np.array(outside)) is None
+
+
+def test_a_singular_or_badly_conditioned_system_is_refused():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((50, 6))
+    b = rng.standard_normal((6, 2))
+    np.testing.assert_allclose(solve_well_conditioned(X.T @ X, b), np.linalg.solve(X.T @ X, b), rtol=1e-10)
+    X[:, 5] = X[:, 0] + 1e-7 * X[:, 1]  # condition number of X^T X about 1e14 or more
+    assert solve_well_conditioned(X.T @ X, b) is None
+    X[:, 5] = X[:, 0]
+    assert solve_well_conditioned(X.T @ X, b) is None

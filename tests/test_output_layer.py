@@ -240,11 +240,12 @@ def test_loose_tolerance_objective_is_within_its_gap_of_the_reference(tol):
     assert abs(model.dual_norm_ - model.beta_) <= d * model.beta_
 
 
+@pytest.mark.parametrize("solver", ["spgl1", "newton"])  # newton: solved from its Gram matrix
 @pytest.mark.parametrize("group", [True, False])
-def test_refit_is_least_squares_on_the_l1_support(group):
+def test_refit_is_least_squares_on_the_l1_support(group, solver):
     B, y, _ = planted(seed=15)
-    lasso = L1OutputLayer(beta=0.1, group=group).fit(B, y)
-    relaxed = L1OutputLayer(beta=0.1, group=group, refit=True).fit(B, y)
+    lasso = L1OutputLayer(beta=0.1, group=group, solver=solver).fit(B, y)
+    relaxed = L1OutputLayer(beta=0.1, group=group, refit=True, solver=solver).fit(B, y)
     np.testing.assert_array_equal(relaxed.l1_coef_, lasso.coef_)
     X, Yc = standardized(relaxed, B), onehot(y, relaxed.classes_) - relaxed.intercept_
     for k in range(Yc.shape[1]):
@@ -256,6 +257,20 @@ def test_refit_is_least_squares_on_the_l1_support(group):
     # least squares on the same support: a smaller residual than the shrunken l1 coefficients
     residual = lambda m: np.linalg.norm(onehot(y, m.classes_) - m.decision_function(B))  # noqa: E731
     assert residual(relaxed) < residual(lasso)
+
+
+def test_refit_on_a_rank_deficient_support_is_the_minimum_norm_least_squares():
+    """Two copies of a feature share its coefficient: their Gram block is singular, so the Newton solver's
+    refit falls back from Cholesky to the SVD's minimum-norm solution (equal halves)."""
+    B, y, _ = planted(seed=16)
+    B = np.column_stack([B, B[:, TRUE_ROWS[0]]])
+    relaxed = L1OutputLayer(beta=0.1, refit=True, solver="newton").fit(B, y)
+    support = np.flatnonzero(np.any(relaxed.l1_coef_ != 0, axis=1))
+    assert {TRUE_ROWS[0], B.shape[1] - 1} <= set(support)
+    X, Yc = standardized(relaxed, B), onehot(y, relaxed.classes_) - relaxed.intercept_
+    np.testing.assert_allclose(relaxed.coef_[support], np.linalg.lstsq(X[:, support], Yc, rcond=None)[0],
+                               atol=1e-8)
+    np.testing.assert_allclose(relaxed.coef_[TRUE_ROWS[0]], relaxed.coef_[-1], atol=1e-8)
 
 
 def test_objective_is_minimal_at_the_solution():

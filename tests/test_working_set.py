@@ -54,9 +54,10 @@ def test_warm_starts_along_a_path_of_penalties(tmp_path, on_disk):
     assert warm_iterations < cold_iterations
 
 
-def test_refit_on_a_store_matches_the_in_memory_refit(tmp_path):
+@pytest.mark.parametrize("solver", ["spgl1", "newton"])  # newton: the refit from the last set's Gram matrix
+def test_refit_on_a_store_matches_the_in_memory_refit(tmp_path, solver):
     B, y = features(300, 60)
-    layer = dict(beta=0.05, tol=1e-8, max_iter=20000, refit=True)
+    layer = dict(beta=0.05, tol=1e-8, max_iter=20000, refit=True, solver=solver)
     direct = L1OutputLayer(**layer, working_set=60).fit(B, y)
     on_disk = L1OutputLayer(**layer, working_set=8).fit(stored(tmp_path, B), y)
     np.testing.assert_array_equal(np.any(on_disk.l1_coef_ != 0, axis=1), np.any(direct.l1_coef_ != 0, axis=1))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .gram import gram_matrix
+from .gram import NormalEquations, gram_matrix
 from .operators import compressed_problem, stacked_operator
 from .penalties import penalty_functions, row_duals
 from .root_find import beta_rtol_for, penalized_root_find
@@ -58,6 +58,9 @@ class SolveResult:
     message : str, SPGL1's exit status of the last solve, or why the solve was skipped
     feature_duals : (F,) ``Omega*_f(B_f^T R)`` of every feature at the solution, where a working-set
         certificate computed them (else None)
+    normal_equations : the :class:`pipeline.readout.gram.NormalEquations` of the features the solver
+        worked on (index into the rows of ``W``), where it formed them (the Newton solver), else None: a
+        later solve on the same rows reuses the Gram matrix, the least-squares refit solves with it
     """
 
     W: np.ndarray
@@ -70,6 +73,7 @@ class SolveResult:
     converged: bool
     message: str
     feature_duals: np.ndarray | None = None
+    normal_equations: NormalEquations | None = None
 
 
 def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, beta_max=None,
@@ -225,4 +229,4 @@ def _solve_newton(Bs, Y, *, group, beta, beta_max, tol, max_iter, x0, gram):
     residual = Y - Bs @ W
     return SolveResult(W, residual, penalty_functions(group, Y.shape[1])[0](W.ravel(), 1),
                        float(row_duals(correlation - gram @ W, group).max(initial=0.0)), beta_max, n_iter, 1,
-                       converged, message)
+                       converged, message, normal_equations=NormalEquations(np.arange(len(gram)), gram, correlation))

@@ -32,6 +32,7 @@ one-hot targets, the modes and norms of :mod:`pipeline.readout.solve`):
   to the set are multiplied), and its rough rounds meet the optimality conditions to ``rough_beta_rtol``.
 """
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -50,7 +51,7 @@ STRATEGIES = ("working_set", "stream")
 def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mode, beta, relative, tau,
                       sigma, tol, max_iter, verbose=0, W0=None, precision="auto",
                       max_rounds=20, rough_beta_rtol=0.05, solver="spgl1", gradient=None, growth=1.5,
-                      start_duals=None):
+                      start_duals=None, start_gram=None):
     """Solve the output-layer problem on ``store`` (N, F) with centred targets ``Y`` (N, K).
 
     ``working_set``: size of the first working set (``"working_set"`` strategy). Each round is logged
@@ -66,7 +67,8 @@ def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mo
     :func:`pipeline.readout.solve.solve_standardized` (``"newton"`` and ``"skglm"`` solve the working sets only,
     not ``"stream"``).
     ``gradient``: ``B_std^T Y`` (F, K) if the caller has it (a path of solves on the same rows), else one
-    streamed pass computes it.
+    streamed pass computes it. ``start_gram``: the ``normal_equations`` of a previous Newton solve on the
+    same rows and targets (a path's previous point), whose Gram entries the first set reuses.
     Returns ``(SolveResult with W of shape (F, K) and R in the original space, absolute beta or None,
     rounds)``.
     """
@@ -87,8 +89,8 @@ def solve_out_of_core(store, mean, scale, Y, *, strategy, working_set, group, mo
         return result, beta_abs, 1
     inner = dict(group=group, mode=mode, beta=beta_abs, tau=tau, sigma=sigma, beta_max=beta_max, tol=tol,
                  max_iter=max_iter, verbose=verbose, precision=precision, solver=solver)
-    return _working_set(store, mean, scale, Y, operator, gradient, (working_set, growth), (W0, start_duals), inner,
-                        max_rounds, rough_beta_rtol)
+    return _working_set(store, mean, scale, Y, operator, gradient, (working_set, growth),
+                        (W0, start_duals, start_gram), inner, max_rounds, rough_beta_rtol)
 
 
 def _certificate_slack(tol):
@@ -125,16 +127,19 @@ def _first_working_set(gradient, group, size, growth, W0, start_duals):
 
 
 def _working_set(store, mean, scale, Y, operator, gradient, sizes, start, inner, max_rounds, rough_beta_rtol):
-    """The working-set rounds; ``sizes``: ``(first set's size, growth)``; ``start``: ``(W0, start_duals)``;
-    ``inner``: the keyword arguments of every in-memory solve."""
+    """The working-set rounds; ``sizes``: ``(first set's size, growth)``; ``start``: ``(W0, start_duals,
+    start_gram)``; ``inner``: the keyword arguments of every in-memory solve."""
     size, growth = sizes
     n_features, k = gradient.shape
     group, tol = inner["group"], inner["tol"]
-    active, x0 = _first_working_set(gradient, group, size, growth, *start)
+    W0, start_duals, start_gram = start
+    active, x0 = _first_working_set(gradient, group, size, growth, W0, start_duals)
     n_iter, n_solves = 0, 0
     rough = inner["mode"] == "penalized" and rough_beta_rtol is not None  # match beta roughly until settled
     columns = None
-    grams = (np.empty(0, dtype=int), np.empty((0, 0)))  # (set, its Gram matrix): the Newton solver's, reused
+    # (set, its Gram matrix): the Newton solver's, reused from round to round
+    grams = ((np.empty(0, dtype=int), np.empty((0, 0))) if start_gram is None else
+             (start_gram.index, start_gram.gram))
     for rounds in range(1, max_rounds + 1):
         if columns is None:
             columns = standardized_columns(store, active, mean, scale)  # (n, |set|) float64
@@ -164,5 +169,7 @@ def _working_set(store, mean, scale, Y, operator, gradient, sizes, start, inner,
     converged = result.converged and not len(violators) and not rough
     message = (f"{len(violators)} features still violate after {rounds} rounds" if len(violators) else
                f"beta only matched to {rough_beta_rtol:.0%} after {rounds} rounds" if rough else result.message)
+    normal_equations = (None if result.normal_equations is None else
+                        dataclasses.replace(result.normal_equations, index=active))
     return SolveResult(weights, residual, result.tau, float(duals.max()), inner["beta_max"], n_iter, n_solves,
-                       converged, message, duals), inner["beta"], rounds
+                       converged, message, duals, normal_equations), inner["beta"], rounds
