@@ -5,7 +5,7 @@ import pytest
 
 from pipeline import L1OutputLayer
 from pipeline.readout.output_layer import _stratified_split
-from pipeline.readout.path import next_tau, path_records, penalty_grid, validated_path
+from pipeline.readout.path import next_tau, path_records, penalty_grid, significantly_worse, validated_path
 from pipeline.readout.solve import SolveResult, solve_standardized
 from pipeline.storage import ArrayFeatures, FeatureStore, RowSubset
 
@@ -85,6 +85,12 @@ def slow_start_path(beta_max=1.0):
     return solve_at
 
 
+def correct_rows(accuracy, n_rows=2000):
+    """(n_rows,) per-row correctness with mean ``accuracy``: the first rows correct, so that a lower
+    accuracy gets wrong every row a higher one gets wrong (solutions near each other on a path)."""
+    return (np.arange(n_rows) < round(accuracy * n_rows)).astype(float)
+
+
 def test_held_out_scores_that_dip_near_the_top_do_not_stop_the_path():
     """Held-out accuracy dips over the first points (noise of a few features, as on MNIST: 0.935, 0.917,
     0.931, ...), then rises to a peak at 0.01 beta_max: the path goes on down to the peak."""
@@ -92,11 +98,11 @@ def test_held_out_scores_that_dip_near_the_top_do_not_stop_the_path():
         lam = 10 / np.count_nonzero(W[:, 0])
         dip = {0: 0.935, 1: 0.917, 2: 0.931, 3: 0.930}.get(len(scores))
         scores.append(dip if dip is not None else 0.99 - 0.02 * abs(np.log10(lam) + 2))
-        return scores[-1]
+        return correct_rows(scores[-1])
 
     scores = []
     points, best, _ = validated_path(slow_start_path(), score, 1.0, 10.0, n_penalties=16, min_ratio=1e-3,
-                                     patience=3, n_scored=2000, significant_drop=2.0)
+                                     patience=3, significant_drop=2.0)
     assert sum(point.beta_ratio > 0.5 for point in points[:4]) == 4  # the dip is within the grid's first steps
     assert points[best].beta_ratio == pytest.approx(0.01, rel=0.5)
     assert len(points) > best + 1  # ended by the drop after the peak (patience would end it later)
@@ -104,21 +110,39 @@ def test_held_out_scores_that_dip_near_the_top_do_not_stop_the_path():
 
 @pytest.mark.parametrize("drop, stops_at_the_drop", [(0.02, True), (0.001, False)])
 def test_a_significant_drop_below_a_tenth_of_beta_max_ends_the_path(drop, stops_at_the_drop):
-    """Scores rise to about 0.98 at 0.05 beta_max, then fall by ``drop``: 0.02 is 6 standard errors at 2,000
-    held-out rows (the path ends at the first point below 0.05, within patience), 0.001 is noise
-    (patience ends it)."""
+    """Scores rise to about 0.98 at 0.05 beta_max, then fall by ``drop``: 0.02 is 40 of 2,000 held-out rows,
+    6 standard errors of the paired differences (the path ends at the first point below 0.05, within
+    patience), 0.001 is 2 rows, noise (patience ends it)."""
     def score(W):
         lam = 10 / np.count_nonzero(W[:, 0])
-        return 0.98 - drop if lam < 0.05 else 0.98 - 1e-3 * lam  # rising to just below 0.98 at 0.05
+        return correct_rows(0.98 - drop if lam < 0.05 else 0.98 - 1e-3 * lam)  # rising to just below 0.98 at 0.05
 
     points, best, _ = validated_path(slow_start_path(), score, 1.0, 10.0, n_penalties=16, min_ratio=1e-3,
-                                     patience=5, n_scored=2000, significant_drop=2.0)
+                                     patience=5, significant_drop=2.0)
     ratios = [point.beta_ratio for point in points]
     first_below = next(i for i, ratio in enumerate(ratios) if ratio < 0.05)
     assert ratios[best] >= 0.05 > ratios[best + 1]
     assert (len(points) == first_below + 1) == stops_at_the_drop
     if not stops_at_the_drop:
         assert ratios[-1] <= ratios[best] * 1e-3 ** (4.5 / 16)  # patience ended it
+
+
+def test_a_drop_is_judged_on_the_rows_where_the_two_solutions_disagree():
+    """The same fall in accuracy, 0.695 to 0.686 on 8,000 rows (1.7 binomial standard errors of one
+    accuracy): significant when the worse solution gets wrong only rows the better one also gets wrong
+    or more, not when the two disagree on 40 % of the rows."""
+    best = correct_rows(0.695, 8000)
+    nested = correct_rows(0.686, 8000)
+    disagreeing = best.copy()
+    rng = np.random.default_rng(0)
+    swapped_right = rng.choice(np.flatnonzero(best == 1), 1600, replace=False)
+    swapped_wrong = rng.choice(np.flatnonzero(best == 0), 1600 - 72, replace=False)
+    disagreeing[swapped_right], disagreeing[swapped_wrong] = 0.0, 1.0
+    assert disagreeing.mean() == pytest.approx(nested.mean())
+    assert significantly_worse(nested, best, 2.0)
+    assert not significantly_worse(disagreeing, best, 2.0)
+    assert not significantly_worse(best, nested, 2.0)  # better, not worse
+    assert not significantly_worse(best, best, 2.0)
 
 
 def test_auto_final_fit_is_optimal_on_all_rows_at_its_penalty():

@@ -118,8 +118,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     patience : int, ``beta="auto"``: stop the path once the penalty has fallen this many steps of its grid
         below the best held-out point's (steps of the penalty, not points), or, below 0.1 beta_max, at a
         held-out accuracy ``significant_drop`` standard errors below the best (:mod:`pipeline.readout.path`)
-    significant_drop : float or None, ``beta="auto"``: see ``patience`` (binomial standard errors of the
-        held-out accuracy; None: patience alone ends the path)
+    significant_drop : float or None, ``beta="auto"``: see ``patience`` (standard errors of the paired
+        differences of held-out correctness from the best point's; None: patience alone ends the path)
     random_state : int or None, seeds the held-out split of ``beta="auto"``
     solver : "spgl1" | "newton" | "skglm", SPGL1 (every mode; the penalised one by a root-find along its
         Pareto curve), coordinate descent with Newton steps on the support (penalised mode only,
@@ -339,17 +339,17 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
             previous.update(duals=result.feature_duals, normal_equations=result.normal_equations)
             return result
 
-        def held_out_accuracy(W):
+        def held_out_correct(W):
             if self.refit:
                 W = self._least_squares_on_support(fit_view, Y, W, previous["normal_equations"])
             support = np.flatnonzero(np.any(W != 0, axis=1))
             scores = standardized_columns(held_out_view, support, self.mean_, self.scale_) @ W[support] + intercept
-            return float(np.mean(np.argmax(scores, axis=1) == y_index[held_out_view.rows]))
+            return np.argmax(scores, axis=1) == y_index[held_out_view.rows]
 
-        points, best, W = validated_path(solve_at, held_out_accuracy, float(duals.max()), first_slope,
+        points, best, W = validated_path(solve_at, held_out_correct, float(duals.max()), first_slope,
                                          n_penalties=self.n_penalties, min_ratio=self.min_penalty_ratio,
                                          patience=self.patience, constrained=self.solver == "spgl1",
-                                         n_scored=len(held_out), significant_drop=self.significant_drop)
+                                         significant_drop=self.significant_drop)
         self.path_ = path_table(points, best)
         self.beta_ratio_ = points[best].beta_ratio
         return points[best].tau, W
