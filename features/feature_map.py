@@ -226,6 +226,10 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         ``transform`` runs (:func:`resolve_compute_dtype`): pass the resolved dtype when blocks of images are
         transformed by other processes or machines that must agree (the training job does)
     two_sided : bool, also the responses to the negated filters, ``max(-(z u + b) - t, 0)`` (2F filters)
+    centered : bool, subtract from each response the mean response over all filters at the same position,
+        ``z u + b - mean_j (z u_j + b_j)``, before the threshold and the ReLU: Coates, Lee and Ng 2011's
+        triangle encoding (a per-position adaptive threshold); the mean is linear in ``z``, so it folds into
+        the filters (``u - mean_j u_j``, ``b - mean_j b_j``) and costs nothing at transform time
     threshold : float >= 0, soft threshold ``alpha`` of the ReLU, in units of each filter's response
         standard deviation ``s`` over the sampled (whitened) patches: responses are ``max(z u + b - t, 0)``
         with ``t = alpha s`` (Coates and Ng 2011's soft-threshold encoder; 0 is the plain ReLU)
@@ -238,7 +242,7 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
     ----------
     whitener_ : fitted whitener; filter_bank_ : fitted filter bank
     weights_ : (d, F) and offset_ : (F,), the folded affine map of normalised patches ((d, 2F) and (2F,),
-        the negated filters second, when ``two_sided``), thresholds included
+        the negated filters second, when ``two_sided``), centring and thresholds included
     patch_size_, n_patches_, grid_ : the patch side, patch count and pooling grid used (defaults resolved)
     image_shape_ : (H, W, C) seen in fit; n_features_in_ : ``H * W * C``
     """
@@ -249,13 +253,13 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         "whitener": [HasMethods(["fit", "transform", "fold"]), None], "filter_bank": [HasMethods(["fit"]), None],
         "stride": [POSITIVE_INT], "pooling": [StrOptions(set(POOLINGS))], "grid": [POSITIVE_INT, None],
         "memory_mb": [POSITIVE], "device": DEVICE, "compute_dtype": [StrOptions(set(COMPUTE_DTYPES))],
-        "two_sided": ["boolean"], "threshold": [NON_NEGATIVE],
+        "two_sided": ["boolean"], "centered": ["boolean"], "threshold": [NON_NEGATIVE],
         "image_shape": IMAGE_SHAPE, "random_state": RANDOM_STATE, "verbose": ["verbose"],
     }
 
     def __init__(self, patch_size=None, n_patches=None, whitener=None, filter_bank=None, stride=1,
                  pooling="sum", grid=None, memory_mb=32, device="cpu", compute_dtype="auto", two_sided=False,
-                 threshold=0.0, image_shape=None, random_state=None, verbose=0):
+                 centered=False, threshold=0.0, image_shape=None, random_state=None, verbose=0):
         self.patch_size = patch_size
         self.n_patches = n_patches
         self.whitener = whitener
@@ -267,6 +271,7 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         self.device = device
         self.compute_dtype = compute_dtype
         self.two_sided = two_sided
+        self.centered = centered
         self.threshold = threshold
         self.image_shape = image_shape
         self.random_state = random_state
@@ -292,6 +297,11 @@ class ConvReLUPool(TransformerMixin, BaseEstimator):
         if len(filters) == 0:
             raise EmptyFilterBankError(f"the filter bank is empty: all {self.n_patches_} patches lie inside the convex hull of "
                              "the others (constant or repeated patches); use more varied images")
+        if self.centered:
+            if len(filters) < 2:
+                raise ValueError("centered=True subtracts the mean response over the filters, which leaves a single "
+                                 "filter with none: use centered=False or more patches")
+            filters, bias = filters - filters.mean(axis=0), bias - np.mean(bias)
         self.weights_, offset = self.whitener_.fold(filters, bias)
         thresholds = self.threshold * response_std(filters, whitened) if self.threshold else 0.0
         self.offset_ = offset - thresholds

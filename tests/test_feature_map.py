@@ -207,6 +207,24 @@ def test_a_soft_threshold_shifts_each_response_by_its_standard_deviations():
                                np.maximum(plain.transform(images) - np.repeat(shift, 4), 0), rtol=1e-5, atol=1e-5)
 
 
+def test_a_centered_encoding_subtracts_the_mean_response_over_the_filters_at_each_position():
+    """Brute force: every normalised 3 x 3 patch's responses, minus their mean over the filters, ReLU,
+    summed over the whole map (grid 1), against the features of ``centered=True``."""
+    from features.patches import normalize_patches
+
+    images = np.random.default_rng(8).integers(0, 256, size=(5, 9, 9, 1), dtype=np.uint8)
+    plain = ConvReLUPool(patch_size=3, n_patches=80, grid=1, compute_dtype="float32", random_state=0).fit(images)
+    centered = ConvReLUPool(patch_size=3, n_patches=80, grid=1, centered=True, compute_dtype="float32",
+                            random_state=0).fit(images)
+    windows = np.lib.stride_tricks.sliding_window_view(images[..., 0] / 255.0, (3, 3), axis=(1, 2))
+    patches = normalize_patches(windows.reshape(-1, 9), plain.whitener_.eps)
+    responses = patches @ plain.weights_ + plain.offset_
+    encoded = np.maximum(responses - responses.mean(axis=1, keepdims=True), 0)
+    expected = encoded.reshape(len(images), -1, encoded.shape[1]).sum(axis=1)
+    assert plain.weights_.shape[1] > 1 and np.all(expected.sum(axis=0) > 0)
+    np.testing.assert_allclose(centered.transform(images), expected, rtol=1e-4, atol=1e-4)
+
+
 def _sampled_patches(feature_map, images):
     """The patches ``feature_map.fit`` sampled (same seed and count)."""
     from features.patches import sample_patches
