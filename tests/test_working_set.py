@@ -128,3 +128,17 @@ def test_working_set_stays_near_the_support_on_many_features(monkeypatch, growth
     assert max(sets) <= np.ceil(growth * max(supports)) < 400 / 2  # (growth 2: 8, 16, 32, 64, 124, 124)
     assert small.objective(B, y) == pytest.approx(direct.objective(B, y), rel=1e-7)
     np.testing.assert_array_equal(np.any(small.coef_ != 0, axis=1), np.any(direct.coef_ != 0, axis=1))
+
+
+@pytest.mark.parametrize("solver", ["spgl1", "newton"])
+def test_a_set_within_the_growth_factor_of_all_features_is_solved_on_all_of_them_in_one_round(tmp_path, solver):
+    """50 of 60 features, growth 1.5: the next set would hold all 60, so the first one does (one round, no
+    rough round); a set of 30 (30 x 1.5 < 60) still grows round by round. Both reach the direct optimum."""
+    B, y = features(300, 60)
+    layer = dict(beta=0.05, tol=1e-8, max_iter=20000, solver=solver, working_set_growth=1.5)
+    direct = L1OutputLayer(**layer, working_set=60).fit(B, y)
+    covering = L1OutputLayer(**layer, working_set=50).fit(stored(tmp_path, B), y)
+    growing = L1OutputLayer(**layer, working_set=30).fit(stored(tmp_path, B, name="again.npy"), y)
+    assert direct.n_rounds_ == covering.n_rounds_ == 1 < growing.n_rounds_
+    for fitted in (covering, growing):
+        assert fitted.objective(B, y) == pytest.approx(direct.objective(B, y), rel=1e-7)

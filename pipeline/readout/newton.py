@@ -33,6 +33,7 @@ beta u_f|| <= tol beta`` on the support, ``||(c - G W)_f|| <= beta (1 + tol)`` o
 :mod:`pipeline.readout.skglm_solver`).
 """
 
+import contextlib
 from math import sqrt
 
 import numba
@@ -49,6 +50,12 @@ _ARMIJO, _MAX_HALVINGS = 1e-4, 40
 # the most refinements (each gains about -log10(cond(H) eps_float32) digits; where four do not reach it,
 # the factorisations are redone in float64).
 _DIRECTION_RTOL, _MAX_REFINEMENTS = 1e-6, 4
+# Supports below this size are factorised on one torch thread. Between numpy's (OpenBLAS) products and
+# torch's (OpenMP, MKL) factorisations each pool's idle workers spin on the cores the other needs; on 2
+# cores a (1,500 x 1,500) Cholesky, inverse and product right after an OpenBLAS product took 107 ms on 2
+# torch threads and 37 ms on one (79 / 131 ms at 2,000; 2 threads win from about 3,000: 229 / 259 ms).
+# The digits job's path (supports up to ~900) ran 2.5x faster.
+_SERIAL_BELOW = 2500
 
 
 def kkt_violation(W, GW, c, beta, group):
@@ -160,7 +167,8 @@ def newton_direction(G_support, gradient_smooth, W_support, beta):
     by the Woodbury identity (module docstring) in mixed precision: the factorisations in float32 (half the
     time of float64's), then iterative refinement with float64 residuals until the relative residual is
     below ``_DIRECTION_RTOL``; the factorisations in float64 where float32's do not get there
-    (``cond(H)`` near ``1 / eps_float32``) or fail (not positive definite to float32 rounding).
+    (``cond(H)`` near ``1 / eps_float32``) or fail (not positive definite to float32 rounding). Supports
+    smaller than ``_SERIAL_BELOW`` rows are factorised on one torch thread.
     """
     norms = np.linalg.norm(W_support, axis=1)
     units = W_support / norms[:, None]
@@ -172,6 +180,12 @@ def newton_direction(G_support, gradient_smooth, W_support, beta):
     def hessian_times(step):
         return G_support @ step + d[:, None] * (step - units * np.einsum("ij,ij->i", units, step)[:, None])
 
+    with _torch_threads(1 if len(d) < _SERIAL_BELOW else torch.get_num_threads()):
+        return _woodbury_direction(G_support, d, units, hessian_times, -gradient)
+
+
+def _woodbury_direction(G_support, d, units, hessian_times, rhs):
+    """``H^-1 rhs`` (s, K) by the Woodbury solver, refined: float32 factorisations, float64 if need be."""
     for dtype in (torch.float32, torch.float64):
         try:
             solve = _woodbury_solver(G_support, d, units, dtype)
@@ -179,10 +193,21 @@ def newton_direction(G_support, gradient_smooth, W_support, beta):
             if dtype == torch.float64:
                 raise
             continue
-        step, accurate = _refined(solve, hessian_times, -gradient)
+        step, accurate = _refined(solve, hessian_times, rhs)
         if accurate:
             break
     return step
+
+
+@contextlib.contextmanager
+def _torch_threads(n_threads):
+    """torch's intra-op threads set to ``n_threads`` inside the block, restored after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _refined(solve, matrix_times, rhs):

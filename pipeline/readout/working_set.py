@@ -22,9 +22,10 @@ one-hot targets, the modes and norms of :mod:`pipeline.readout.solve`):
   (for exact solves) the restricted optimum strictly improves from round to round and, while features
   violate, no set repeats. The first set holds the
   ``size`` features with the largest ``Omega*_f(B_f^T Y)`` (the ones that enter first along the
-  regularisation path). In penalised mode the rounds match ``lambda = beta`` only to ``rough_beta_rtol``
-  (5 % by default; fewer LASSO solves of the root-find, whose exactness is wasted on a set that will
-  change) until no feature
+  regularisation path). A set within a factor ``growth`` of all the features is replaced by all of them
+  (its next round would hold them all anyway; one round on every feature needs no rough round). In
+  penalised mode the rounds match ``lambda = beta`` only to ``rough_beta_rtol`` (5 % by default; fewer
+  LASSO solves of the root-find, whose exactness is wasted on a set that will change) until no feature
   violates; then that set is solved at the full tolerance and certified again (more rounds if needed).
   Each round costs two passes over the file (gather the set's columns, certify) instead of two per
   SPGL1 iteration. The Newton solver (:mod:`pipeline.readout.newton`) works on the set's Gram matrix,
@@ -115,6 +116,19 @@ def _next_working_set(active, W, duals, size, growth):
     return grown, x0.ravel()
 
 
+def _covering(active, x0, n_features, k, growth):
+    """``(active, x0)``, or all ``n_features`` features (``x0`` zero outside ``active``) when the set is
+    within a factor ``growth`` of all of them: its next growth would hold them all, and one round on all
+    features needs no certificate and no rough round."""
+    if len(active) == n_features or growth * len(active) < n_features:
+        return active, x0
+    if x0 is None:
+        return np.arange(n_features), None
+    everything = np.zeros((n_features, k))
+    everything[active] = np.reshape(x0, (len(active), k))
+    return np.arange(n_features), everything.ravel()
+
+
 def _first_working_set(gradient, group, size, growth, W0, start_duals):
     """The first round's set (sorted indices) and warm start (or None), see :func:`solve_out_of_core`."""
     if W0 is not None and start_duals is not None:  # W0 is the solution on all features
@@ -133,9 +147,10 @@ def _working_set(store, mean, scale, Y, operator, gradient, sizes, start, inner,
     n_features, k = gradient.shape
     group, tol = inner["group"], inner["tol"]
     W0, start_duals, start_gram = start
-    active, x0 = _first_working_set(gradient, group, size, growth, W0, start_duals)
+    active, x0 = _covering(*_first_working_set(gradient, group, size, growth, W0, start_duals), n_features, k, growth)
     n_iter, n_solves = 0, 0
-    rough = inner["mode"] == "penalized" and rough_beta_rtol is not None  # match beta roughly until settled
+    # match beta roughly until the set has settled (a set of all features is settled from the start)
+    rough = inner["mode"] == "penalized" and rough_beta_rtol is not None and len(active) < n_features
     columns = None
     # (set, its Gram matrix): the Newton solver's, reused from round to round
     grams = ((np.empty(0, dtype=int), np.empty((0, 0))) if start_gram is None else
@@ -161,7 +176,8 @@ def _working_set(store, mean, scale, Y, operator, gradient, sizes, start, inner,
         if (not len(violators) and not rough) or rounds == max_rounds:
             break
         if len(violators):
-            (active, x0), columns = _next_working_set(active, result.W, duals, size, growth), None
+            (active, x0), columns = _covering(*_next_working_set(active, result.W, duals, size, growth),
+                                              n_features, k, growth), None
         else:  # settled at the rough beta: solve the same set at the full tolerance, certify again
             rough, x0 = False, result.W.ravel()
     weights = np.zeros((n_features, k))
