@@ -29,6 +29,7 @@ from sklearn.base import clone
 from filter_stage import blas_description  # (bench/filter_stage.py)
 from training import REPO
 
+from features.stage_protocol import Uncached
 from pipeline.config import load_config
 from pipeline.readout.ridge import ridge_readout
 from pipeline.schema import build_model, data_source
@@ -65,7 +66,7 @@ def variant_settings(variant):
     return settings
 
 
-class ReusedStages:
+class ReusedStages(Uncached):
     """A stage runner (:mod:`features.stage_protocol`) that fits each stage once per input: variants that
     share their patches share their whitening and filters (the estimators are the config's, unchanged)."""
 
@@ -79,30 +80,31 @@ class ReusedStages:
         return self.fitted[key]
 
 
-def read_out(kind, config, train, train_labels, validation, validation_labels):
-    """Validation accuracy and details of one read-out of the features (N, F) / (N', F)."""
+def read_out(kind, model, seed, train, train_labels, validation, validation_labels):
+    """Validation accuracy and details of one read-out of the features (N, F) / (N', F); ``model``: the
+    config's :class:`pipeline.ConvexRFClassifier`, whose output layer is the l1 read-out."""
     start = time.perf_counter()
     if kind == "ridge":
-        ridge = ridge_readout(train, train_labels, validation, validation_labels, config["seed"])
+        ridge = ridge_readout(train, train_labels, validation, validation_labels, seed)
         return {"ridge_accuracy": ridge["accuracy"], "ridge_alpha": ridge["alpha"],
                 "ridge_seconds": round(time.perf_counter() - start, 1)}
-    layer = clone(build_model(config).output_layer).fit(train, train_labels)
+    layer = clone(model.output_layer).fit(train, train_labels)
     return {"l1_accuracy": float(layer.score(validation, validation_labels)),
             "l1_features_used": int(np.count_nonzero(np.any(layer.coef_ != 0, axis=1))), "l1_beta_ratio": float(layer.beta_ / layer.beta_max_),
             "l1_seconds": round(time.perf_counter() - start, 1)}
 
 
-def variant_row(variant, config, feature_map, stages, data, readouts):
+def variant_row(variant, model, seed, stages, data, readouts):
     """Features of one variant and their read-outs: the variant's row."""
     (train_images, train_labels), (validation_images, validation_labels) = data
     start = time.perf_counter()
-    features = clone(feature_map).set_params(**variant_settings(variant), verbose=0)
+    features = clone(model.features).set_params(**variant_settings(variant), verbose=0)
     features.fit(train_images, stages=stages)
     train, validation = features.transform(train_images), features.transform(validation_images)
     row = {"variant": variant, "filters": int(features.weights_.shape[1]), "features": int(train.shape[1]),
            "feature_seconds": round(time.perf_counter() - start, 1)}
     for kind in readouts:
-        row.update(read_out(kind, config, train, train_labels, validation, validation_labels))
+        row.update(read_out(kind, model, seed, train, train_labels, validation, validation_labels))
     return row
 
 
@@ -123,10 +125,10 @@ def main(argv=None):
     print(f"{len(train_set.labels)} fit / {len(validation_set.labels)} validation images; {blas_description()}",
           flush=True)
     data = (train_set.images, train_set.labels), (validation_set.images, validation_set.labels)
-    feature_map, stages, rows = build_model(config).features, ReusedStages(), []
+    model, stages, rows = build_model(config), ReusedStages(), []
     for variant in args.variants:
         rows.append({"dataset": args.dataset, "settings": overrides,
-                     **variant_row(variant, config, feature_map, stages, data, args.readout)})
+                     **variant_row(variant, model, config["seed"], stages, data, args.readout)})
         print(json.dumps(rows[-1]), flush=True)
         if args.json:
             write_text_atomic(args.json, json.dumps(rows, indent=2))
