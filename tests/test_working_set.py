@@ -142,3 +142,19 @@ def test_a_set_within_the_growth_factor_of_all_features_is_solved_on_all_of_them
     assert direct.n_rounds_ == covering.n_rounds_ == 1 < growing.n_rounds_
     for fitted in (covering, growing):
         assert fitted.objective(B, y) == pytest.approx(direct.objective(B, y), rel=1e-7)
+
+
+@pytest.mark.parametrize("solver", ["spgl1", "newton"])
+def test_a_later_set_of_all_features_is_solved_at_full_tolerance_in_its_round(tmp_path, solver, caplog):
+    """30 of 60 features, growth 1.5: the first (rough) round's set grows to all 60 features; that round is
+    solved at the full tolerance and ends the fit (no rough round on all features, then a second one)."""
+    B, y = features(300, 60)
+    layer = dict(beta=0.05, tol=1e-8, max_iter=20000, solver=solver, working_set_growth=1.5)
+    with caplog.at_level("INFO", logger="pipeline.readout.working_set"):
+        growing = L1OutputLayer(**layer, working_set=30).fit(stored(tmp_path, B), y)
+    rounds = [record.getMessage() for record in caplog.records if "working set round" in record.getMessage()]
+    first_covering = next(i for i, message in enumerate(rounds) if ": 60 features" in message)
+    assert "rough" in rounds[0] and first_covering > 0
+    assert len(rounds) == growing.n_rounds_ == first_covering + 1 and "rough" not in rounds[first_covering]
+    direct = L1OutputLayer(**layer, working_set=60).fit(B, y)
+    assert growing.objective(B, y) == pytest.approx(direct.objective(B, y), rel=1e-7)

@@ -23,7 +23,8 @@ one-hot targets, the modes and norms of :mod:`pipeline.readout.solve`):
   violate, no set repeats. The first set holds the
   ``size`` features with the largest ``Omega*_f(B_f^T Y)`` (the ones that enter first along the
   regularisation path). A set within a factor ``growth`` of all the features is replaced by all of them
-  (its next round would hold them all anyway; one round on every feature needs no rough round). In
+  (its next round would hold them all anyway; one round on every feature needs no rough round, in the
+  first round as in a later one). In
   penalised mode the rounds match ``lambda = beta`` only to ``rough_beta_rtol`` (5 % by default; fewer
   LASSO solves of the root-find, whose exactness is wasted on a set that will change) until no feature
   violates; then that set is solved at the full tolerance and certified again (more rounds if needed).
@@ -178,6 +179,7 @@ def _working_set(store, mean, scale, Y, operator, gradient, sizes, start, inner,
         if len(violators):
             (active, x0), columns = _covering(*_next_working_set(active, result.W, duals, size, growth),
                                               n_features, k, growth), None
+            rough = rough and len(active) < n_features  # a set of all features is settled
         else:  # settled at the rough beta: solve the same set at the full tolerance, certify again
             rough, x0 = False, result.W.ravel()
     weights = np.zeros((n_features, k))
