@@ -53,9 +53,10 @@ _DIRECTION_RTOL, _MAX_REFINEMENTS = 1e-6, 4
 # Supports below this size are factorised on one torch thread. Between numpy's (OpenBLAS) products and
 # torch's (OpenMP, MKL) factorisations each pool's idle workers spin on the cores the other needs; on 2
 # cores a (1,500 x 1,500) Cholesky, inverse and product right after an OpenBLAS product took 107 ms on 2
-# torch threads and 37 ms on one (79 / 131 ms at 2,000; 2 threads win from about 3,000: 229 / 259 ms).
-# The digits job's path (supports up to ~900) ran 2.5x faster.
-_SERIAL_BELOW = 2500
+# torch threads and 37 ms on one. The digits job's path (supports up to ~900) ran 2.5x faster. A whole
+# direction (Woodbury and refinement) after an OpenBLAS product, bench/thread_contention.py: one thread
+# wins up to 1,500 (317 / 382 ms), two from 2,000 (616 / 546 ms; bench/results/thread-contention.json).
+_SERIAL_BELOW = 2000
 
 
 def kkt_violation(W, GW, c, beta, group):
