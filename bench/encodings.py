@@ -7,8 +7,9 @@
 Loads ``configs/<dataset>.yaml`` with ``data.validation_fraction`` set (default 1/3 of the training
 images; the test set is never read), fits the whitening and the filter bank once, and for each variant
 folds the same filters into a feature map with the variant's settings (``KEY=VALUE`` pairs of
-:class:`features.ConvReLUPool`, comma-separated; ``plain`` is the config as it is). A variant that changes
-the patches (``patch_size``, ``n_patches``) samples and solves its own filters. Each variant's fit and
+:class:`features.ConvReLUPool`, comma-separated, and ``horizontal_flips`` of :class:`pipeline.ConvexRFClassifier`:
+the fit rows' mirrors added, each held out with its image; ``plain`` is the config as it is). A variant that
+changes the patches (``patch_size``, ``n_patches``) samples and solves its own filters. Each variant's fit and
 validation features are read out by the ridge read-out (:func:`pipeline.readout.ridge.ridge_readout`,
 its penalty chosen on a fifth of the fit rows) and/or the config's l1 output layer (``beta: auto``: its
 penalty path on held-out fit rows); both are scored on the validation images. Prints a table and, with
@@ -80,15 +81,16 @@ class ReusedStages(Uncached):
         return self.fitted[key]
 
 
-def read_out(kind, model, seed, train, train_labels, validation, validation_labels):
-    """Validation accuracy and details of one read-out of the features (N, F) / (N', F); ``model``: the
-    config's :class:`pipeline.ConvexRFClassifier`, whose output layer is the l1 read-out."""
+def read_out(kind, model, seed, train, train_labels, validation, validation_labels, groups=None):
+    """Validation accuracy and details of one read-out of the features (N, F) / (N', F) (``groups``: rows
+    held out together where the read-out chooses its penalty); ``model``: the config's
+    :class:`pipeline.ConvexRFClassifier`, whose output layer is the l1 read-out."""
     start = time.perf_counter()
     if kind == "ridge":
-        ridge = ridge_readout(train, train_labels, validation, validation_labels, seed)
+        ridge = ridge_readout(train, train_labels, validation, validation_labels, seed, groups=groups)
         return {"ridge_accuracy": ridge["accuracy"], "ridge_alpha": ridge["alpha"],
                 "ridge_seconds": round(time.perf_counter() - start, 1)}
-    layer = clone(model.output_layer).fit(train, train_labels)
+    layer = clone(model.output_layer).fit(train, train_labels, groups=groups)
     return {"l1_accuracy": float(layer.score(validation, validation_labels)),
             "l1_features_used": int(np.count_nonzero(np.any(layer.coef_ != 0, axis=1))), "l1_beta_ratio": float(layer.beta_ / layer.beta_max_),
             "l1_seconds": round(time.perf_counter() - start, 1)}
@@ -98,13 +100,17 @@ def variant_row(variant, model, seed, stages, data, readouts):
     """Features of one variant and their read-outs: the variant's row."""
     (train_images, train_labels), (validation_images, validation_labels) = data
     start = time.perf_counter()
-    features = clone(model.features).set_params(**variant_settings(variant), verbose=0)
+    settings = variant_settings(variant)
+    classifier = clone(model).set_params(horizontal_flips=settings.pop("horizontal_flips", model.horizontal_flips))
+    features = clone(model.features).set_params(**settings, verbose=0)
     features.fit(train_images, stages=stages)
-    train, validation = features.transform(train_images), features.transform(validation_images)
+    train = features.transform(classifier.training_images(train_images))
+    validation = features.transform(validation_images)
+    fit_labels, groups = classifier.training_labels(train_labels)
     row = {"variant": variant, "filters": int(features.weights_.shape[1]), "features": int(train.shape[1]),
-           "feature_seconds": round(time.perf_counter() - start, 1)}
+           "fit_rows": len(train), "feature_seconds": round(time.perf_counter() - start, 1)}
     for kind in readouts:
-        row.update(read_out(kind, model, seed, train, train_labels, validation, validation_labels))
+        row.update(read_out(kind, model, seed, train, fit_labels, validation, validation_labels, groups))
     return row
 
 

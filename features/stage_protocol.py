@@ -10,9 +10,10 @@ re-run resumes and a change of settings or data recomputes what depends on it.
 class Uncached:
     """Runs every stage directly (the default for plain ``fit`` calls)."""
 
-    def fit(self, name, estimator, X, y=None):
-        """Fit ``estimator`` on ``(X, y)`` and return it; ``name`` names the stage."""
-        return estimator.fit(X) if y is None else estimator.fit(X, y)
+    def fit(self, name, estimator, X, y=None, **fit_params):
+        """Fit ``estimator`` on ``(X, y)`` (and ``fit_params``, e.g. ``groups``) and return it; ``name``
+        names the stage."""
+        return estimator.fit(X, **fit_params) if y is None else estimator.fit(X, y, **fit_params)
 
     def transform(self, name, estimator, X):
         """Return ``estimator.transform(X)``, an array."""

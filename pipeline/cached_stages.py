@@ -78,9 +78,9 @@ class CachedStages:
         self.seconds = {}
         self._results = {}  # key -> result, so that results fingerprint as the key that made them
 
-    def fit(self, name, estimator, X, y=None):
-        """``estimator`` fitted on ``(X, y)``, or loaded from the cache."""
-        key = self._key(name, estimator, X, y)
+    def fit(self, name, estimator, X, y=None, **fit_params):
+        """``estimator`` fitted on ``(X, y)`` and ``fit_params`` (e.g. ``groups``), or loaded from the cache."""
+        key = self._key(name, estimator, X, y, fit_params)
         if key in self._results:
             return self._results[key]
         folder = self.cache.folder / f"{name}-{key}"
@@ -89,7 +89,7 @@ class CachedStages:
                 fitted = load_model(folder)
                 self.log(f"[{name}] loaded from {folder}")
             except ModelFileError:
-                fitted = Uncached().fit(name, estimator, X, y)
+                fitted = Uncached().fit(name, estimator, X, y, **fit_params)
                 save_model(fitted, folder)
         return self._keep(key, fitted)
 
@@ -145,8 +145,13 @@ class CachedStages:
                               n_jobs=self.storage.n_jobs, scheduler=self.storage.scheduler, progress=progress,
                               log=lambda line: self.log(f"[{name}] {line}"))
 
-    def _key(self, name, estimator, X, y, **settings):
+    def _key(self, name, estimator, X, y, fit_params=None, **settings):
+        """The stage's key: its name, ``settings`` and the fingerprints of its inputs (``fit_params`` that
+        are None are left out, so a fit without them keeps its earlier key)."""
         inputs = [self._fingerprint(value) for value in (estimator, X, y) if value is not None]
+        extra = {param: self._fingerprint(value) for param, value in (fit_params or {}).items() if value is not None}
+        if extra:
+            inputs.append(extra)
         self.keys[name] = stage_key(name, settings, inputs)
         return self.keys[name]
 

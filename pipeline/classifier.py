@@ -1,5 +1,6 @@
 """The whole Convex-RF model as one scikit-learn classifier."""
 
+import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
@@ -21,6 +22,9 @@ class ConvexRFClassifier(ClassScoresMixin, BaseEstimator):
         whitening, the filter bank and the pooled features; e.g. ``features__n_patches`` in a grid search
     output_layer : :class:`pipeline.L1OutputLayer` or None (its defaults)
     random_state : None or int, seeds the patch sampling in place of ``features.random_state`` when set
+    horizontal_flips : bool, fit the output layer on the training images and their left-right mirrors
+        (twice the rows, the same labels; the patches and filters come from the images alone). Each image
+        and its mirror are held out together where the output layer chooses its penalty.
 
     Attributes
     ----------
@@ -36,12 +40,14 @@ class ConvexRFClassifier(ClassScoresMixin, BaseEstimator):
         "features": [ConvReLUPool, None],
         "output_layer": [L1OutputLayer, None],
         "random_state": RANDOM_STATE,
+        "horizontal_flips": ["boolean"],
     }
 
-    def __init__(self, features=None, output_layer=None, random_state=None):
+    def __init__(self, features=None, output_layer=None, random_state=None, horizontal_flips=False):
         self.features = features
         self.output_layer = output_layer
         self.random_state = random_state
+        self.horizontal_flips = horizontal_flips
 
     def fit(self, X, y, stages=None):
         """Fit on images ``X`` (N, ...) and labels ``y`` (N,).
@@ -56,12 +62,25 @@ class ConvexRFClassifier(ClassScoresMixin, BaseEstimator):
         images = check_images(X, features.image_shape)
         y, _ = check_labels(y, len(images), self)
         self.features_ = features.fit(images, stages=stages)
-        train_features = stages.transform("features", self.features_, images)
+        train_features = stages.transform("features", self.features_, self.training_images(images))
         output_layer = clone(self.output_layer) if self.output_layer is not None else L1OutputLayer()
-        self.output_layer_ = stages.fit("output", output_layer, train_features, y)
+        labels, groups = self.training_labels(y)
+        self.output_layer_ = stages.fit("output", output_layer, train_features, labels, groups=groups)
         self.classes_ = self.output_layer_.classes_
         self.n_features_in_ = self.features_.n_features_in_
         return self
+
+    def training_images(self, images):
+        """The images (N, H, W, C) the output layer is fitted on: ``images``, then with ``horizontal_flips``
+        their mirrors (rows ``N + i`` mirror row ``i``; 2N rows)."""
+        return np.concatenate([images, images[:, :, ::-1]]) if self.horizontal_flips else images
+
+    def training_labels(self, y):
+        """``(labels, groups)`` of the rows of :meth:`training_images`: ``y`` (N,), or ``y`` twice with
+        ``groups`` pairing each image with its mirror; groups None without flips."""
+        if not self.horizontal_flips:
+            return y, None
+        return np.concatenate([y, y]), np.tile(np.arange(len(y)), 2)
 
     @property
     def image_shape_(self):

@@ -134,6 +134,9 @@ def validate(config):
     if problems:  # building the model would calibrate its compute dtype on the missing device
         return problems
     problems += data_source(config).problems()
+    if config["data"]["horizontal_flips"] and config["model"] != "convex_rf":
+        problems.append(f"data.horizontal_flips augments the Convex-RF output layer's rows; model "
+                        f"{config['model']} trains on the images alone: set it to false")
     try:
         build_model(config).output_layer.check_params()
     except ValueError as error:

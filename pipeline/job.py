@@ -95,7 +95,8 @@ def fit_convex_rf(config, train_set, eval_set, stages, log):
         raise DatasetError(str(error)) from None
     log_filters(config, model.features_.filter_bank_, log)
     # the fit's own stage results, by their keys: nothing is computed again
-    train_features = stages.transform("features", model.features_, train_set.images)
+    train_features = stages.transform("features", model.features_, model.training_images(train_set.images))
+    train_labels, groups = model.training_labels(train_set.labels)
     eval_features = stages.transform("test_features", model.features_, eval_set.images)
     output_layer = model.output_layer_
     n_used = int(np.count_nonzero(np.any(output_layer.coef_ != 0, axis=1)))
@@ -106,10 +107,11 @@ def fit_convex_rf(config, train_set, eval_set, stages, log):
         log(f"[output] beta chosen on held-out rows: {output_layer.beta_ratio_:.4g} of beta_max, after "
             f"{len(output_layer.path_)} penalties of the path")
     with stages.timed("evaluate"):
-        predictions = tuple(np.searchsorted(classes, output_layer.predict(features))
-                            for features in (train_features, eval_features))
-        ridge = (ridge_readout(train_features, train_set.labels, eval_features, eval_set.labels, config["seed"], log)
-                 if config["ridge_readout"] else None)
+        n_train = len(train_set)  # the training images' rows; the mirrors of horizontal_flips follow them
+        predictions = (np.searchsorted(classes, output_layer.predict(train_features)[:n_train]),
+                       np.searchsorted(classes, output_layer.predict(eval_features)))
+        ridge = (ridge_readout(train_features, train_labels, eval_features, eval_set.labels, config["seed"], log,
+                               groups) if config["ridge_readout"] else None)
     details = {
         "n_filters": len(model.features_.filter_bank_.filters_),
         "filter_method": config["filters"]["method"],
@@ -177,13 +179,13 @@ def log_filters(config, filter_bank, log):
     log(summary)
 
 
-def ridge_readout(train_features, train_labels, eval_features, eval_labels, seed, log):
-    """:func:`pipeline.ridge_readout` on the same features, for comparison with the l1 output layer;
-    None (and a log line) for features on disk."""
+def ridge_readout(train_features, train_labels, eval_features, eval_labels, seed, log, groups=None):
+    """:func:`pipeline.ridge_readout` on the same features (and ``groups`` of rows), for comparison with the
+    l1 output layer; None (and a log line) for features on disk."""
     if not isinstance(train_features, np.ndarray):
         log("[evaluate] ridge read-out skipped: the features are on disk")
         return None
-    result = fit_ridge_readout(train_features, train_labels, eval_features, eval_labels, seed)
+    result = fit_ridge_readout(train_features, train_labels, eval_features, eval_labels, seed, groups=groups)
     log(f"[evaluate] ridge read-out (alpha {result['alpha']:.3g}): accuracy {result['accuracy']:.4f}")
     return result
 

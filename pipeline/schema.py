@@ -85,7 +85,7 @@ _FEATURE_MAP_EXCLUDED = ("patch_size", "n_patches", "whitener", "filter_bank", "
 SCHEMA = {
     "model": Choice(MODELS, "convex_rf"),
     **params_of(JobSettings),
-    "data": params_of(DataSource),
+    "data": {**params_of(DataSource), "horizontal_flips": Param(ConvexRFClassifier, "horizontal_flips")},
     "patches": {"size": Param(ConvReLUPool, "patch_size"), "count": Param(ConvReLUPool, "n_patches"),
                 **params_of(PatchWhitener)},
     "filters": {"method": Choice(FILTER_BANKS, "extreme_point"), "count": Param(RandomPatchFilters, "n_filters"),
@@ -133,7 +133,8 @@ def build_model(config):
     settings["compute_dtype"] = resolve_compute_dtype(settings["compute_dtype"], settings["device"])
     feature_map = ConvReLUPool(**settings, whitener=PatchWhitener(**owned(config, "patches", PatchWhitener)),
                                filter_bank=build_filter_bank(config), random_state=config["seed"], verbose=1)
-    return ConvexRFClassifier(features=feature_map, output_layer=L1OutputLayer(**owned(config, "output", L1OutputLayer)))
+    output_layer = L1OutputLayer(**owned(config, "output", L1OutputLayer))
+    return ConvexRFClassifier(features=feature_map, output_layer=output_layer, **owned(config, "data", ConvexRFClassifier))
 
 
 def build_pixel_model(config):

@@ -13,6 +13,7 @@ from sklearn.utils.estimator_checks import check_estimator
 from features.extreme_points import ExtremePointFilters
 from features.feature_map import ConvReLUPool
 from features.filter_banks import GaussianFilters, KMeansFilters, RandomPatchFilters
+from features.stage_protocol import Uncached
 from features.whitening import PatchWhitener
 from pipeline import ConvexRFClassifier
 from pipeline import ModelFileError, load_model, save_model
@@ -132,6 +133,32 @@ def test_bad_shapes_and_labels_give_clear_errors():
         small_model().fit(np.zeros((60, 8, 8), np.uint8), labels)
     with pytest.raises(NotFittedError):
         small_model().predict(images)
+
+
+class RecordingStages(Uncached):
+    """Runs every stage directly and keeps the arguments of the output layer's fit."""
+
+    def fit(self, name, estimator, X, y=None, **fit_params):
+        if name == "output":
+            self.output_inputs = X, y, fit_params
+        return super().fit(name, estimator, X, y, **fit_params)
+
+
+def test_horizontal_flips_fit_the_output_layer_on_the_images_and_their_mirrors(tmp_path):
+    images, labels = digits(120)
+    stages = RecordingStages()
+    model = small_model().set_params(horizontal_flips=True).fit(images, labels, stages=stages)
+    plain = small_model().fit(images, labels)
+    # the patches and filters come from the images alone
+    np.testing.assert_array_equal(model.features_.filter_bank_.filters_, plain.features_.filter_bank_.filters_)
+    features, y, fit_params = stages.output_inputs
+    np.testing.assert_array_equal(features[:120], model.pooled_features(images))
+    np.testing.assert_array_equal(features[120:], model.pooled_features(images[:, :, ::-1]))
+    np.testing.assert_array_equal(y, np.concatenate([labels, labels]))
+    np.testing.assert_array_equal(fit_params["groups"], np.tile(np.arange(120), 2))
+    assert model.output_layer_.n_features_in_ == features.shape[1]
+    save_model(model, tmp_path)
+    assert load_model(tmp_path).get_params()["horizontal_flips"] is True
 
 
 def test_same_seed_gives_identical_predictions_with_one_or_two_jobs():

@@ -328,3 +328,14 @@ def test_bad_command_line_values_exit_2_before_any_work(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "expected a whole number of at least 1, got '0'" in error and "got '-3'" in error
     assert "argument --device: invalid choice: 'gpu'" in error
+
+
+def test_horizontal_flips_double_the_training_rows_of_the_output_layer_and_the_ridge_read_out(tmp_path, capsys):
+    assert train(tmp_path, "data.horizontal_flips=true", "ridge_readout=true") == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_train"] == 1347 and np.sum(metrics["confusion_matrix"]) == 450
+    assert metrics["train_accuracy"] > 0.9 and metrics["ridge_readout"]["accuracy"] > 0.9
+    stored, = (tmp_path / "run" / "cache").glob("features-*")
+    assert np.load(stored)["array"].shape == (2 * 1347, metrics["n_features"])
+    assert train(tmp_path, "data.horizontal_flips=true", "model=least_squares", out="pixels") == 2
+    assert "data.horizontal_flips augments the Convex-RF output layer's rows" in capsys.readouterr().err

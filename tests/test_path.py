@@ -206,3 +206,24 @@ def test_auto_needs_rows_of_every_class_to_hold_out():
     y[0] = 9  # a class with one row
     with pytest.raises(ValueError, match="give every class more rows, or set beta to a number"):
         L1OutputLayer(beta="auto").fit(B, y)
+
+
+def test_auto_holds_out_each_group_whole(monkeypatch):
+    """Rows and their copies (an image and its mirror) share a group: the path is scored on groups it has
+    not fitted, and a group mixing labels is refused."""
+    from pipeline.readout import output_layer
+
+    B, y = classes_on_a_few_features(n=120)
+    doubled, labels, groups = np.vstack([B, B]), np.concatenate([y, y]), np.tile(np.arange(len(y)), 2)
+    splits = []
+
+    def recorded_split(*args):
+        splits.append(output_layer.held_out_split(*args))
+        return splits[-1]
+
+    monkeypatch.setattr(output_layer, "_stratified_split", recorded_split)
+    L1OutputLayer(beta="auto", tol=1e-3).fit(doubled, labels, groups=groups)
+    (fit_rows, held_out), = splits
+    assert len(held_out) == 2 * 24 and not set(groups[fit_rows]) & set(groups[held_out])
+    with pytest.raises(ValueError, match="mixes labels"):
+        L1OutputLayer(beta="auto").fit(doubled, labels, groups=np.arange(len(labels)) // 2)

@@ -39,3 +39,15 @@ def test_the_penalty_is_chosen_on_held_out_training_rows():
     result = ridge_readout(X, y, X_test, y_test, seed=0, alphas=tuple(singles))
     best = max(singles, key=lambda alpha: singles[alpha]["validation_accuracy"])
     assert best == 1e3 and result == singles[best]  # neither the near-interpolating nor the all-intercept fit
+
+
+def test_mirrored_rows_held_out_with_their_originals_do_not_pick_the_interpolating_penalty():
+    X, y = blobs(600, n_features=300, seed=2)
+    X_test, y_test = blobs(200, n_features=300, seed=3)
+    doubled, labels, groups = np.vstack([X, X]), np.concatenate([y, y]), np.tile(np.arange(len(y)), 2)
+    alphas = (1e-6, 1e3, 1e9)
+    leaky = ridge_readout(doubled, labels, X_test, y_test, seed=0, alphas=alphas)
+    grouped = ridge_readout(doubled, labels, X_test, y_test, seed=0, alphas=alphas, groups=groups)
+    # held-out copies of fitted rows (most of them) favour the near-interpolating fit; whole groups do not
+    assert leaky["alpha"] == 1e-6 and grouped["alpha"] == 1e3
+    assert grouped["validation_accuracy"] < leaky["validation_accuracy"]

@@ -11,7 +11,6 @@ import warnings
 import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import train_test_split
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
@@ -19,6 +18,7 @@ from features.parameters import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, 
 
 from ..class_scores import ClassScoresMixin, check_labels
 from ..storage.feature_store import ArrayFeatures, FeatureStore, RowSubset, standardized_columns
+from .held_out import check_groups, held_out_split
 from .operators import StreamedOperator
 from .path import path_table, validated_path
 from .penalties import group_norms, penalty_functions, row_duals
@@ -54,16 +54,15 @@ def _centred_one_hot(y_index, n_classes):
     return Y - frequencies, frequencies
 
 
-def _stratified_split(y_index, fraction, random_state):
-    """Sorted (fit rows, held-out rows): ``fraction`` of each class held out, seeded."""
+def _stratified_split(y_index, fraction, random_state, groups=None):
+    """Sorted (fit rows, held-out rows): ``fraction`` of each class held out, seeded, ``groups`` kept whole
+    (:func:`pipeline.readout.held_out.held_out_split`)."""
     try:
-        fit_rows, held_out = train_test_split(np.arange(len(y_index)), test_size=fraction, stratify=y_index,
-                                              random_state=random_state)
+        return held_out_split(y_index, fraction, random_state, groups)
     except ValueError as error:
         raise ValueError(f"beta='auto' holds out validation_fraction={fraction} of every class's rows to "
                          f"choose the penalty, which these labels do not allow ({error}): give every class "
                          "more rows, or set beta to a number") from error
-    return np.sort(fit_rows), np.sort(held_out)
 
 
 def _scale(std, mean, standardize):
@@ -234,9 +233,13 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
 
     # -- fit / predict ---------------------------------------------------------------------------
 
-    def fit(self, B, y):
+    def fit(self, B, y, groups=None):
+        """Fit on features ``B`` (n, F) and labels ``y`` (n,); ``groups`` (n,): rows that ``beta='auto'``
+        holds out together (an image and its mirror), or None."""
         self.check_params()
         B, y = self._validate(B, y, reset=True)
+        if groups is not None:
+            groups = check_groups(groups, y)
         y, classes = check_labels(y, len(y), self)
         self.classes_ = classes
         y_index = np.searchsorted(classes, y)
@@ -247,7 +250,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         mode, tau, self.path_, self.beta_ratio_ = self.mode, self.tau, None, None
         beta = None  # from self.beta
         if self.beta == "auto":  # the best held-out point's LASSO level (or relative beta), from its solution
-            tau, W0 = self._validated_path(features, Bs, y_index, strategy)
+            tau, W0 = self._validated_path(features, Bs, y_index, strategy, groups)
             mode, beta = ("lasso", None) if self.solver == "spgl1" else ("penalized", self.beta_ratio_)
         Y, self.intercept_ = _centred_one_hot(y_index, len(classes))
         res, beta_abs, self.n_rounds_ = self._solve(features, Bs, Y, strategy, mode, tau, W0, beta)
@@ -307,16 +310,17 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
                                  gram=None if start_gram is None else start_gram.gram)
         return res, beta_abs, 1
 
-    def _validated_path(self, features, Bs, y_index, strategy):
+    def _validated_path(self, features, Bs, y_index, strategy, groups=None):
         """The penalty chosen on held-out rows (``beta="auto"``, :mod:`pipeline.readout.path`).
 
-        A stratified ``validation_fraction`` of the rows (seeded by ``random_state``) is held out; the path
-        is solved on the others (their own centred targets, the standardisation of all rows: it uses no
-        labels) and each point scored by held-out accuracy, after the least-squares refit if ``refit``.
+        A stratified ``validation_fraction`` of the rows (seeded by ``random_state``, ``groups`` kept whole) is
+        held out; the path is solved on the others (their own centred targets, the standardisation of all
+        rows: it uses no labels) and each point scored by held-out accuracy, after the least-squares refit
+        if ``refit``.
         Sets ``path_`` (one dict per point) and ``beta_ratio_`` (the chosen ``beta / beta_max``); returns
         the chosen LASSO level ``tau`` and its (F, K) solution.
         """
-        fit_rows, held_out = _stratified_split(y_index, self.validation_fraction, self.random_state)
+        fit_rows, held_out = _stratified_split(y_index, self.validation_fraction, self.random_state, groups)
         fit_view, held_out_view = RowSubset(features, fit_rows), RowSubset(features, held_out)
         fit_Bs = None if Bs is None else Bs[fit_view.rows]
         Y, intercept = _centred_one_hot(y_index[fit_view.rows], len(self.classes_))

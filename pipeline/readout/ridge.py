@@ -3,17 +3,17 @@
 Ridge regression on one-hot targets, ``min ||X W - Y_c||^2 + alpha ||W||^2`` on the standardised
 features ``X`` (training statistics) and centred targets, solved through the (F, F) Gram matrix by
 Cholesky. The penalty is chosen from :data:`ALPHAS` on a seeded stratified fifth of the training rows
-(fitted on the rest), then the model is refitted on all training rows. The Gram matrices are accumulated
+(groups of rows kept whole, :mod:`pipeline.readout.held_out`; fitted on the rest), then the model is refitted on all training rows. The Gram matrices are accumulated
 over row blocks in float64 (upper triangle, :mod:`pipeline.readout.gram`), so the features are never copied whole:
 memory ``3 F^2`` doubles next to the features, time ``N F^2 + 8 F^3 / 3`` flops (eight Choleskys),
 affordable up to F ~ 25,000 where an eigendecomposition per fit (scikit-learn's ``RidgeClassifierCV``) is not.
 """
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from ..storage.feature_store import ArrayFeatures
 from .gram import add_upper_gram, fill_lower, solve_positive_definite
+from .held_out import held_out_split
 
 ALPHAS = (1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3, 1e4)  # in units of standardised features (the Gram's diagonal is N)
 VALIDATION_FRACTION = 0.2
@@ -58,8 +58,9 @@ def _solve(gram, correlation, alpha):
     return solve_positive_definite(regularised, correlation)
 
 
-def ridge_readout(train_features, train_labels, eval_features, eval_labels, seed, alphas=ALPHAS):
-    """Fit the ridge read-out on ``train_features`` (N, F) and score it on ``eval_features`` (N', F).
+def ridge_readout(train_features, train_labels, eval_features, eval_labels, seed, alphas=ALPHAS, groups=None):
+    """Fit the ridge read-out on ``train_features`` (N, F) and score it on ``eval_features`` (N', F);
+    ``groups`` (N,): rows held out together to choose the penalty (an image and its mirror), or None.
 
     Returns ``{"alpha", "validation_accuracy" (on the held-out fifth, for the chosen alpha),
     "train_accuracy", "accuracy" (on eval)}``.
@@ -67,8 +68,7 @@ def ridge_readout(train_features, train_labels, eval_features, eval_labels, seed
     classes, index = np.unique(train_labels, return_inverse=True)
     onehot = np.eye(len(classes))[index]
     data = _Standardized(train_features)
-    fit, held_out = (np.sort(part) for part in train_test_split(
-        np.arange(len(index)), test_size=VALIDATION_FRACTION, stratify=index, random_state=seed))
+    fit, held_out = held_out_split(index, VALIDATION_FRACTION, seed, groups)
     # The columns are centred over all training rows, not exactly over the fitted ones: the fit on them
     # takes their class frequencies as intercept and centres the targets accordingly (X^T 1 = sums).
     gram, correlation, sums = data.normal_equations(fit, onehot)
