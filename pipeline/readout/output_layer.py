@@ -316,9 +316,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         A stratified ``validation_fraction`` of the rows (seeded by ``random_state``, ``groups`` kept whole) is
         held out; the path is solved on the others (their own centred targets, the standardisation of all
         rows: it uses no labels) and each point scored by held-out accuracy, after the least-squares refit
-        if ``refit``.
-        Sets ``path_`` (one dict per point) and ``beta_ratio_`` (the chosen ``beta / beta_max``); returns
-        the chosen LASSO level ``tau`` and its (F, K) solution.
+        if ``refit``. Sets ``path_`` (one dict per point) and ``beta_ratio_`` (the chosen ``beta /
+        beta_max``); returns the chosen LASSO level ``tau`` and its (F, K) solution.
         """
         fit_rows, held_out = _stratified_split(y_index, self.validation_fraction, self.random_state, groups)
         fit_view, held_out_view = RowSubset(features, fit_rows), RowSubset(features, held_out)

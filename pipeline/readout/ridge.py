@@ -3,10 +3,11 @@
 Ridge regression on one-hot targets, ``min ||X W - Y_c||^2 + alpha ||W||^2`` on the standardised
 features ``X`` (training statistics) and centred targets, solved through the (F, F) Gram matrix by
 Cholesky. The penalty is chosen from :data:`ALPHAS` on a seeded stratified fifth of the training rows
-(groups of rows kept whole, :mod:`pipeline.readout.held_out`; fitted on the rest), then the model is refitted on all training rows. The Gram matrices are accumulated
-over row blocks in float64 (upper triangle, :mod:`pipeline.readout.gram`), so the features are never copied whole:
-memory ``3 F^2`` doubles next to the features, time ``N F^2 + 8 F^3 / 3`` flops (eight Choleskys),
-affordable up to F ~ 25,000 where an eigendecomposition per fit (scikit-learn's ``RidgeClassifierCV``) is not.
+(groups of rows kept whole, :mod:`pipeline.readout.held_out`; fitted on the rest), then the model is
+refitted on all training rows. The Gram matrices are accumulated over row blocks in float64 (upper
+triangle, :mod:`pipeline.readout.gram`), so the features are never copied whole: memory ``3 F^2``
+doubles next to the features, time ``N F^2 + 8 F^3 / 3`` flops (eight Choleskys), affordable up to
+F ~ 25,000 where an eigendecomposition per fit (scikit-learn's ``RidgeClassifierCV``) is not.
 """
 
 import numpy as np
