@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.storage import FeatureStore
+from pipeline.storage.feature_store import ArrayFeatures, RowSubset, standardized_columns, standardized_row_blocks
 from planted_features import features
 
 
@@ -122,3 +123,19 @@ def test_a_truncated_feature_file_is_not_complete_and_is_computed_again(tmp_path
     assert store.complete and not store.verify()
     assert resumed(store, B)[0] == 32
     np.testing.assert_array_equal(np.load(store.path), B)
+
+
+@pytest.mark.parametrize("source", ["float16 store", "float32 store", "float64 array", "row subset"])
+def test_standardized_row_blocks_are_the_standardized_columns_block_by_block(tmp_path, source):
+    B, _ = features(40, 9, seed=2)
+    if source == "float64 array":
+        data = ArrayFeatures(B.astype(np.float64) + 1e-9)  # below float32's resolution: must not be rounded
+    else:
+        data = stored(tmp_path, B, dtype=source.split()[0] if "store" in source else "float32", block_rows=7)
+        data = RowSubset(data, np.arange(3, 40, 2)) if source == "row subset" else data
+    mean, scale = np.linspace(-1, 1, 9), np.linspace(0.5, 2, 9)
+    index = np.array([7, 1, 4])
+    starts, blocks = zip(*standardized_row_blocks(data, index, mean, scale))
+    assert all(block.dtype == np.float64 for block in blocks)
+    assert list(starts) == list(np.cumsum([0] + [len(b) for b in blocks[:-1]]))
+    np.testing.assert_array_equal(np.vstack(blocks), standardized_columns(data, index, mean, scale))

@@ -51,6 +51,8 @@ def test_regrown_gram_reuses_the_kept_features_and_equals_the_gram_matrix():
     marked = stale.copy()
     marked[1, 3] = marked[3, 1] = 123.0  # features 4 and 9: taken from the previous matrix, not recomputed
     assert regrown_gram(previous, marked, index, B[:, index])[1, 3] == 123.0
+    blocks = (B[start:start + 7][:, index] for start in range(0, len(B), 7))  # summed over row blocks
+    np.testing.assert_allclose(regrown_gram(previous, stale, index, blocks), got, rtol=1e-12, atol=1e-12)
 
 
 def test_normal_equations_solve_least_squares_on_a_support_inside_their_set():

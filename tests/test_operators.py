@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.sparse.linalg import aslinearoperator
 
-from pipeline.readout.operators import compressed_problem, stacked_operator
+from pipeline.readout.operators import StreamedOperator, compressed_problem, stacked_operator
+from pipeline.storage.feature_store import ArrayFeatures
 
 
 def test_stacked_operator_is_row_major_bw_and_its_adjoint():
@@ -37,3 +38,14 @@ def test_compressed_problem_keeps_residuals_and_gradients(rank_deficient):
         full = np.sum((B @ W - Y) ** 2)
         assert np.sum((factor @ W - targets) ** 2) + offset == pytest.approx(full, rel=1e-10)
         np.testing.assert_allclose(factor.T @ (targets - factor @ W), B.T @ (Y - B @ W), atol=1e-9)
+
+
+def test_streamed_residual_correlation_is_one_matvec_and_rmatvec():
+    rng = np.random.default_rng(5)
+    B, Y, W = rng.standard_normal((50, 8)) + 3.0, rng.standard_normal((50, 3)), rng.standard_normal((8, 3))
+    mean, scale = B.mean(axis=0), B.std(axis=0)
+    operator = StreamedOperator(ArrayFeatures(B), mean, scale, 3)
+    residual, correlation = operator.residual_correlation(Y, W)
+    expected = Y - ((B - mean) / scale) @ W
+    np.testing.assert_allclose(residual, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(correlation, ((B - mean) / scale).T @ expected, rtol=1e-10, atol=1e-10)

@@ -54,6 +54,22 @@ def test_warm_starts_along_a_path_of_penalties(tmp_path, on_disk):
     assert warm_iterations < cold_iterations
 
 
+def test_newton_working_sets_never_hold_the_sets_columns(tmp_path, monkeypatch):
+    """The Newton rounds build their Gram matrices from row blocks; the result is the in-memory one's."""
+    import pipeline.readout.working_set as working_set
+    B, y = features(300, 60)
+    layer = dict(beta=0.05, tol=1e-8, max_iter=20000, solver="newton")
+    direct = L1OutputLayer(**layer, working_set=60).fit(B, y)
+
+    def refused(*args):
+        raise AssertionError("the Newton working set gathered the (n, |set|) columns")
+    monkeypatch.setattr(working_set, "standardized_columns", refused)
+    on_disk = L1OutputLayer(**layer, working_set=8).fit(stored(tmp_path, B), y)
+    assert on_disk.n_rounds_ > 1
+    assert on_disk.objective(B, y) == pytest.approx(direct.objective(B, y), rel=1e-8)
+    np.testing.assert_array_equal(on_disk.predict(B), direct.predict(B))
+
+
 @pytest.mark.parametrize("solver", ["spgl1", "newton"])  # newton: the refit from the last set's Gram matrix
 def test_refit_on_a_store_matches_the_in_memory_refit(tmp_path, solver):
     B, y = features(300, 60)

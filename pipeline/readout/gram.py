@@ -78,10 +78,14 @@ def gram_matrix(X):
     return fill_lower(gram)
 
 
-def regrown_gram(previous_index, previous_gram, index, X):
+def regrown_gram(previous_index, previous_gram, index, blocks):
     """``X.T @ X`` (F, F) for the columns ``X`` (n, F) of the features ``index`` (F,), reusing the entries
     of ``previous_gram`` (the Gram matrix of the sorted features ``previous_index``) for the features in
-    both: only the new columns' products are computed, ``n F |new|`` multiply-adds by GEMM."""
+    both: only the new columns' products are computed, ``n F |new|`` multiply-adds by GEMM.
+
+    ``blocks``: ``X`` itself, or an iterable of its row blocks (b, F) (e.g. ``block`` of
+    :func:`pipeline.storage.feature_store.standardized_row_blocks`), whose products are summed.
+    """
     index = np.asarray(index)
     kept = np.isin(index, previous_index)
     old = np.searchsorted(previous_index, index[kept])
@@ -89,8 +93,10 @@ def regrown_gram(previous_index, previous_gram, index, X):
     gram = np.empty((len(index), len(index)))
     gram[np.ix_(kept_at, kept_at)] = previous_gram[np.ix_(old, old)]
     if len(new_at):
-        X = np.asarray(X, dtype=np.float64)
-        products = X.T @ np.ascontiguousarray(X[:, new_at])  # (F, |new|): distinct operands, GEMM
+        products = np.zeros((len(index), len(new_at)))
+        for X in [blocks] if isinstance(blocks, np.ndarray) else blocks:
+            X = np.asarray(X, dtype=np.float64)
+            products += X.T @ np.ascontiguousarray(X[:, new_at])  # (F, |new|): distinct operands, GEMM
         gram[:, new_at] = products
         gram[new_at, :] = products.T
     return gram

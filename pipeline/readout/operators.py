@@ -68,6 +68,20 @@ class StreamedOperator(LinearOperator):
         gradient -= np.outer(self.mean, residual.sum(axis=0))
         return (gradient / self.scale[:, None]).ravel()
 
+    def residual_correlation(self, Y, W):
+        """``(R, B_std^T R)`` for ``R = Y - B_std W`` (n, K), ``W`` (F, K), in one pass over the store
+        (a :meth:`matvec` and an :meth:`rmatvec` would read it twice)."""
+        weights = np.asarray(W, dtype=np.float64) / self.scale[:, None]
+        offset = self.mean @ weights  # (K,): B_std W = B (W / scale) - mean . (W / scale)
+        residual = np.empty((len(self.store), self.k))
+        correlation = np.zeros((len(self.mean), self.k))
+        for start, block in self.store.row_blocks(dtype=np.float64):
+            rows = slice(start, start + len(block))
+            residual[rows] = Y[rows] - block @ weights + offset
+            correlation += block.T @ residual[rows]
+        correlation -= np.outer(self.mean, residual.sum(axis=0))
+        return residual, correlation / self.scale[:, None]
+
 
 
 def compressed_problem(B, Y):

@@ -342,11 +342,13 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
             previous.update(duals=result.feature_duals, normal_equations=result.normal_equations)
             return result
 
+        held_out_scores = StreamedOperator(held_out_view, self.mean_, self.scale_, Y.shape[1])
+
         def held_out_correct(W):
             if self.refit:
                 W = self._least_squares_on_support(fit_view, Y, W, previous["normal_equations"])
-            support = np.flatnonzero(np.any(W != 0, axis=1))
-            scores = standardized_columns(held_out_view, support, self.mean_, self.scale_) @ W[support] + intercept
+            # one pass over the held-out rows' blocks, not an (n_held_out, |support|) float64 copy
+            scores = np.reshape(held_out_scores.matvec(W.ravel()), (-1, W.shape[1])) + intercept
             return np.argmax(scores, axis=1) == y_index[held_out_view.rows]
 
         points, best, W = validated_path(solve_at, held_out_correct, float(duals.max()), first_slope,

@@ -48,7 +48,7 @@ class SolveResult:
     Attributes
     ----------
     W : (F, K) float64 coefficients
-    R : (n, K) float64 residual ``Y - B W``
+    R : (n, K) float64 residual ``Y - B W`` (None from a Newton solve given only the normal equations)
     tau : float, ``Omega(W)``
     dual_norm : float, ``Omega*(B^T R)`` (the penalty ``beta`` that ``W`` is optimal for)
     beta_max : float, ``Omega*(B^T Y)``
@@ -161,7 +161,7 @@ def solve_l1(A, Y, *, group, mode="penalized", beta=None, tau=None, sigma=None, 
 
 
 def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, max_iter, verbose=0,
-                       x0=None, beta_rtol=None, precision="auto", solver="spgl1", gram=None):
+                       x0=None, beta_rtol=None, precision="auto", solver="spgl1", gram=None, correlation=None):
     """:func:`solve_l1` on in-memory features ``Bs`` (n, F) and targets ``Y`` (n, K), both centred.
 
     With more samples than features it solves the exact F x F compressed problem
@@ -178,7 +178,9 @@ def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, m
 
     ``solver="newton"`` solves the penalised mode by coordinate descent and Newton steps on the Gram
     matrix ``Bs^T Bs`` (:func:`pipeline.readout.newton.solve_gram`, ``tol``: its relative violation of the
-    optimality conditions; ``R`` is then ``Y - Bs W``; ``gram``: ``Bs^T Bs`` if the caller has it);
+    optimality conditions; ``R`` is then ``Y - Bs W``; ``gram`` and ``correlation``: ``Bs^T Bs`` and
+    ``Bs^T Y`` if the caller has them; with both, ``Bs`` may be None, when the caller holds the features
+    only as row blocks, and ``R`` is then None);
     ``solver="skglm"`` by
     :func:`pipeline.readout.skglm_solver.solve_skglm` (on the compressed problem, in float64).
     """
@@ -192,7 +194,8 @@ def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, m
         tol = max(tol, float(beta_rtol))
     if solver == "newton":
         return _solve_newton(Bs, Y, group=group, beta=beta, beta_max=beta_max, tol=tol, max_iter=max_iter, x0=x0,
-                             gram=gram_matrix(Bs) if gram is None else gram)
+                             gram=gram_matrix(Bs) if gram is None else gram,
+                             correlation=Bs.T @ Y if correlation is None else correlation)
     if Bs.shape[0] > Bs.shape[1]:
         Bs, Y, offset = compressed_problem(Bs, Y)
         if sigma is not None:
@@ -210,12 +213,11 @@ def solve_standardized(Bs, Y, *, group, mode, beta, tau, sigma, beta_max, tol, m
                     beta_rtol=beta_rtol)
 
 
-def _solve_newton(Bs, Y, *, group, beta, beta_max, tol, max_iter, x0, gram):
+def _solve_newton(Bs, Y, *, group, beta, beta_max, tol, max_iter, x0, gram, correlation):
     """The penalised problem on ``Bs`` (n, F), ``Y`` (n, K) by :func:`pipeline.readout.newton.solve_gram`,
-    ``gram = Bs^T Bs``."""
+    ``gram = Bs^T Bs``, ``correlation = Bs^T Y``; ``Bs`` None: the residual is not formed (``R`` None)."""
     from .newton import solve_gram  # imported here: numba compiles it on first use
 
-    correlation = Bs.T @ Y
     if beta_max is None:
         beta_max = row_duals(correlation, group).max(initial=0.0)
     beta, beta_max = float(beta), float(beta_max)
@@ -226,7 +228,7 @@ def _solve_newton(Bs, Y, *, group, beta, beta_max, tol, max_iter, x0, gram):
     converged = violation <= tol
     message = ("optimality conditions met" if converged else
                f"optimality violated by {violation:.3g} of beta after {n_iter} Newton iterations")
-    residual = Y - Bs @ W
+    residual = None if Bs is None else Y - Bs @ W
     return SolveResult(W, residual, penalty_functions(group, Y.shape[1])[0](W.ravel(), 1),
                        float(row_duals(correlation - gram @ W, group).max(initial=0.0)), beta_max, n_iter, 1,
                        converged, message, normal_equations=NormalEquations(np.arange(len(gram)), gram, correlation))

@@ -31,7 +31,10 @@ one-hot targets, the modes and norms of :mod:`pipeline.readout.solve`):
   Each round costs two passes over the file (gather the set's columns, certify) instead of two per
   SPGL1 iteration. The Newton solver (:mod:`pipeline.readout.newton`) works on the set's Gram matrix,
   which is carried from round to round (:func:`pipeline.readout.gram.regrown_gram`: only the columns new
-  to the set are multiplied), and its rough rounds meet the optimality conditions to ``rough_beta_rtol``.
+  to the set are multiplied), accumulated over row blocks of the features (its rounds never hold the set's
+  ``n x |set|`` float64 columns: memory ``|set|^2`` instead, independent of ``n``; the residual and the
+  certificate's correlations come from one streamed pass), and its rough rounds meet the optimality
+  conditions to ``rough_beta_rtol``.
 """
 
 import dataclasses
@@ -39,7 +42,7 @@ import logging
 
 import numpy as np
 
-from ..storage.feature_store import standardized_columns
+from ..storage.feature_store import standardized_columns, standardized_row_blocks
 from .gram import regrown_gram
 from .operators import StreamedOperator
 from .penalties import penalty_functions, row_duals
@@ -152,20 +155,28 @@ def _working_set(store, mean, scale, Y, operator, gradient, sizes, start, inner,
     n_iter, n_solves = 0, 0
     # match beta roughly until the set has settled (a set of all features is settled from the start)
     rough = inner["mode"] == "penalized" and rough_beta_rtol is not None and len(active) < n_features
-    columns = None
+    newton, set_changed, columns = inner["solver"] == "newton", True, None
     # (set, its Gram matrix): the Newton solver's, reused from round to round
     grams = ((np.empty(0, dtype=int), np.empty((0, 0))) if start_gram is None else
              (start_gram.index, start_gram.gram))
     for rounds in range(1, max_rounds + 1):
-        if columns is None:
+        if set_changed and newton:  # the Gram matrix from row blocks: no (n, |set|) copy of the columns
+            grams = (active, regrown_gram(*grams, active, (block for _, block in
+                                                           standardized_row_blocks(store, active, mean, scale))))
+        elif set_changed:
             columns = standardized_columns(store, active, mean, scale)  # (n, |set|) float64
-            if inner["solver"] == "newton":
-                grams = (active, regrown_gram(*grams, active, columns))
+        set_changed = False
         result = solve_standardized(columns, Y, **inner, x0=x0, beta_rtol=rough_beta_rtol if rough else None,
-                                    gram=grams[1] if inner["solver"] == "newton" else None)
+                                    **(dict(gram=grams[1], correlation=gradient[active]) if newton else {}))
         n_iter, n_solves = n_iter + result.n_iter, n_solves + result.n_solves
-        residual = Y - columns @ result.W
-        duals = row_duals(np.reshape(operator.rmatvec(residual.ravel()), (n_features, k)), group)
+        if newton:
+            W_all = np.zeros((n_features, k))
+            W_all[active] = result.W
+            residual, correlation = operator.residual_correlation(Y, W_all)
+        else:
+            residual = Y - columns @ result.W
+            correlation = np.reshape(operator.rmatvec(residual.ravel()), (n_features, k))
+        duals = row_duals(correlation, group)
         outside = duals.copy()
         outside[active] = 0.0
         limit = result.dual_norm * (1 + _certificate_slack(tol))
@@ -177,8 +188,8 @@ def _working_set(store, mean, scale, Y, operator, gradient, sizes, start, inner,
         if (not len(violators) and not rough) or rounds == max_rounds:
             break
         if len(violators):
-            (active, x0), columns = _covering(*_next_working_set(active, result.W, duals, size, growth),
-                                              n_features, k, growth), None
+            (active, x0), set_changed, columns = _covering(
+                *_next_working_set(active, result.W, duals, size, growth), n_features, k, growth), True, None
             rough = rough and len(active) < n_features  # a set of all features is settled
         else:  # settled at the rough beta: solve the same set at the full tolerance, certify again
             rough, x0 = False, result.W.ravel()

@@ -299,6 +299,20 @@ def standardized_columns(features, index, mean, scale):
     return columns
 
 
+def standardized_row_blocks(features, index, mean, scale):
+    """Yield ``(start, block)``: the columns ``index`` of the rows ``start:start + len(block)`` of ``features``,
+    standardised like :func:`standardized_columns`, (b, len(index)) float64, one row block at a time (a
+    pass over the rows that never holds the (N, len(index)) columns)."""
+    index = np.asarray(index)
+    mean, scale = mean[index], scale[index]
+    # read in the stored precision (float16 widened exactly), float64 only for the columns kept
+    for start, block in features.row_blocks(dtype=np.result_type(features.dtype, np.float32)):
+        columns = block[:, index].astype(np.float64)
+        columns -= mean
+        columns /= scale
+        yield start, columns
+
+
 class RowSubset:
     """The rows ``rows`` of a :class:`FeatureStore` or :class:`ArrayFeatures`, behind the same reading interface.
 
