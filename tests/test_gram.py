@@ -46,11 +46,11 @@ def test_regrown_gram_reuses_the_kept_features_and_equals_the_gram_matrix():
     previous = np.array([1, 4, 5, 9])
     index = np.array([0, 4, 6, 9, 11])
     stale = gram_matrix(B[:, previous]) + 0.0
-    got = regrown_gram(previous, stale, index, B[:, index])
+    got = regrown_gram(previous, stale, index, [B[:, index]])
     np.testing.assert_allclose(got, B[:, index].T @ B[:, index], rtol=1e-12, atol=1e-12)
     marked = stale.copy()
     marked[1, 3] = marked[3, 1] = 123.0  # features 4 and 9: taken from the previous matrix, not recomputed
-    assert regrown_gram(previous, marked, index, B[:, index])[1, 3] == 123.0
+    assert regrown_gram(previous, marked, index, [B[:, index]])[1, 3] == 123.0
     blocks = (B[start:start + 7][:, index] for start in range(0, len(B), 7))  # summed over row blocks
     np.testing.assert_allclose(regrown_gram(previous, stale, index, blocks), got, rtol=1e-12, atol=1e-12)
 

@@ -79,13 +79,11 @@ def gram_matrix(X):
 
 
 def regrown_gram(previous_index, previous_gram, index, blocks):
-    """``X.T @ X`` (F, F) for the columns ``X`` (n, F) of the features ``index`` (F,), reusing the entries
-    of ``previous_gram`` (the Gram matrix of the sorted features ``previous_index``) for the features in
-    both: only the new columns' products are computed, ``n F |new|`` multiply-adds by GEMM.
-
-    ``blocks``: ``X`` itself, or an iterable of its row blocks (b, F) (e.g. ``block`` of
-    :func:`pipeline.storage.feature_store.standardized_row_blocks`), whose products are summed.
-    """
+    """``X.T @ X`` (F, F) for the columns ``X`` (n, F) of the features ``index`` (F,), given as an iterable
+    of its row blocks (b, F) (e.g. ``block`` of :func:`pipeline.storage.feature_store.standardized_row_blocks`;
+    ``[X]`` for the whole), reusing the entries of ``previous_gram`` (the Gram matrix of the sorted features
+    ``previous_index``) for the features in both: only the new columns' products are computed, ``n F |new|``
+    multiply-adds by GEMM."""
     index = np.asarray(index)
     kept = np.isin(index, previous_index)
     old = np.searchsorted(previous_index, index[kept])
@@ -94,7 +92,7 @@ def regrown_gram(previous_index, previous_gram, index, blocks):
     gram[np.ix_(kept_at, kept_at)] = previous_gram[np.ix_(old, old)]
     if len(new_at):
         products = np.zeros((len(index), len(new_at)))
-        for X in [blocks] if isinstance(blocks, np.ndarray) else blocks:
+        for X in blocks:
             X = np.asarray(X, dtype=np.float64)
             products += X.T @ np.ascontiguousarray(X[:, new_at])  # (F, |new|): distinct operands, GEMM
         gram[:, new_at] = products

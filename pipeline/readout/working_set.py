@@ -169,10 +169,10 @@ def _working_set(store, mean, scale, Y, operator, gradient, sizes, start, inner,
         result = solve_standardized(columns, Y, **inner, x0=x0, beta_rtol=rough_beta_rtol if rough else None,
                                     **(dict(gram=grams[1], correlation=gradient[active]) if newton else {}))
         n_iter, n_solves = n_iter + result.n_iter, n_solves + result.n_solves
+        weights = np.zeros((n_features, k))
+        weights[active] = result.W
         if newton:
-            W_all = np.zeros((n_features, k))
-            W_all[active] = result.W
-            residual, correlation = operator.residual_correlation(Y, W_all)
+            residual, correlation = operator.residual_correlation(Y, weights)
         else:
             residual = Y - columns @ result.W
             correlation = np.reshape(operator.rmatvec(residual.ravel()), (n_features, k))
@@ -193,8 +193,6 @@ def _working_set(store, mean, scale, Y, operator, gradient, sizes, start, inner,
             rough = rough and len(active) < n_features  # a set of all features is settled
         else:  # settled at the rough beta: solve the same set at the full tolerance, certify again
             rough, x0 = False, result.W.ravel()
-    weights = np.zeros((n_features, k))
-    weights[active] = result.W
     converged = result.converged and not len(violators) and not rough
     message = (f"{len(violators)} features still violate after {rounds} rounds" if len(violators) else
                f"beta only matched to {rough_beta_rtol:.0%} after {rounds} rounds" if rough else result.message)
