@@ -25,8 +25,10 @@ per row, solved by the Woodbury identity with one ``|S| x |S|`` Cholesky factori
 capacitance matrix ``I - D^1/2 (M^-1 o U U^T) D^1/2`` (positive definite exactly when the Hessian is):
 ``~4/3 |S|^3`` flops per step, independent of K. They are computed in float32, whose products run at twice
 float64's rate, and the step refined against float64 residuals to a relative residual of 1e-6 (conjugate
-gradients preconditioned by the float32 solve; float64 factorisations where that falls short). For the l1 norm of the entries (``group=False``) the K columns are K separate
-lassos with K = 1, where the penalty's Hessian vanishes and the step is ``-G_SS^-1 F``.
+gradients preconditioned by the float32 solve; float64 factorisations where that falls short). Where many
+rows would cross zero, the step with them dropped is tried beside it (:func:`_newton_step`). For the l1
+norm of the entries (``group=False``) the K columns are K separate lassos with K = 1, where the penalty's
+Hessian vanishes and the step is ``-G_SS^-1 F``.
 
 It stops when every row meets its optimality condition to ``tol`` relative to ``beta``: ``||(c - G W)_f -
 beta u_f|| <= tol beta`` on the support, ``||(c - G W)_f|| <= beta (1 + tol)`` off it (the criterion of
@@ -128,12 +130,13 @@ def _newton_step(G, c, beta, W, GW, support):
     Coordinate descent on correlated features leaves many rows with small norms that the optimum does not
     use; the Newton step, blind to the kink at zero, carries them far through it (on CIFAR-10's supports a
     quarter of the rows, by up to 1,000 times their norm), the step computed for the other rows assumes
-    they went there, and the line search ends at steps of 1/64 that drop ~150 rows per iteration. Where more
-    than ``_DROP_ABOVE`` of the rows cross zero at the full step, a second candidate therefore sets them to
-    zero and takes the Newton step of the remaining support from there; the better of the two is kept (both
-    descend, so the objective never increases). Measured (``bench/newton_replay.py``) on a CIFAR-10 path's
-    point (800 filters, 6,392 features, the support growing from 3,310 to 4,378 rows): 28 iterations and
-    117 s before, 9 and 42 s with it, the same objective to 1e-11.
+    they went there, and the line search ends at steps of 1/64 that drop ~150 rows per iteration. Where
+    more than ``_DROP_ABOVE`` of the rows (but not all) cross zero at the full step, a second candidate
+    therefore sets them to zero and takes the Newton step of the remaining support from there; the better
+    of the two is kept (both descend, so the objective never increases). Measured
+    (``bench/newton_replay.py``) on a CIFAR-10 path's point (800 filters, 6,392 features, the support
+    growing from 3,310 to 4,378 rows): 28 iterations and 117 s before, 9 and 42 s with it, the same
+    objective to 1e-11.
     """
     columns = G[:, support]  # (m, s), copied once per iteration
     rows = W[support]
@@ -143,7 +146,7 @@ def _newton_step(G, c, beta, W, GW, support):
     step_length, change = _line_search(columns, c, beta, W_step, GW_step, support, step)
     GW_step = columns @ W_step[support]  # afresh: the in-place updates accumulate rounding
     dropped = 0
-    if crossing.mean() > _DROP_ABOVE:
+    if _DROP_ABOVE < crossing.mean() < 1:
         kept = support[~crossing]
         W_drop, GW_drop = W.copy(), GW - columns[:, crossing] @ rows[crossing]
         W_drop[support[crossing]] = 0.0
