@@ -283,10 +283,9 @@ def _refined(solve, matrix_times, rhs):
     Iterative refinement (``x += solve(rhs - A x)``) gains a factor ``||I - solve A||`` per step and stalls
     where float32's rounding, amplified by ``cond(A)``, makes it near 1 (on a CIFAR-10 path with 800 filters
     8 of 125 directions fell back to float64 after four refinements, at twice float32's cost). Conjugate
-    gradients converge
-    on the same preconditioned spectrum, clustered around 1 with a few outliers, in about as many steps as
-    there are outliers. The flexible (Polak-Ribiere) coefficient keeps them stable where rounding makes
-    ``solve`` slightly unsymmetric.
+    gradients converge on the same preconditioned spectrum, clustered around 1 with a few outliers, in
+    about as many steps as there are outliers. The flexible (Polak-Ribiere) coefficient keeps them stable
+    where rounding makes ``solve`` slightly unsymmetric.
     """
     x = solve(rhs)
     residual = rhs - matrix_times(x)
