@@ -259,6 +259,24 @@ def test_refit_is_least_squares_on_the_l1_support(group, solver):
     assert residual(relaxed) < residual(lasso)
 
 
+@pytest.mark.parametrize("solver", ["spgl1", "newton"])  # spgl1: by SVD; newton: from its Gram matrix
+@pytest.mark.parametrize("group", [True, False])
+def test_ridge_refit_is_ridge_regression_on_the_l1_support(group, solver):
+    B, y, _ = planted(seed=15)
+    alpha = 30.0
+    lasso = L1OutputLayer(beta=0.1, group=group, solver=solver).fit(B, y)
+    ridge = L1OutputLayer(beta=0.1, group=group, refit=True, refit_alpha=alpha, solver=solver).fit(B, y)
+    X, Yc = standardized(ridge, B), onehot(y, ridge.classes_) - ridge.intercept_
+    for k in range(Yc.shape[1]):
+        support = np.flatnonzero(np.any(lasso.coef_ != 0, axis=1) if group else lasso.coef_[:, k])
+        expected = np.zeros(B.shape[1])
+        expected[support] = np.linalg.solve(X[:, support].T @ X[:, support] + alpha * np.eye(len(support)),
+                                            X[:, support].T @ Yc[:, k])
+        np.testing.assert_allclose(ridge.coef_[:, k], expected, atol=1e-10)
+    least_squares = L1OutputLayer(beta=0.1, group=group, refit=True, solver=solver).fit(B, y)
+    assert np.linalg.norm(ridge.coef_) < np.linalg.norm(least_squares.coef_)  # shrunk
+
+
 def test_refit_on_a_rank_deficient_support_is_the_minimum_norm_least_squares():
     """Two copies of a feature share its coefficient: their Gram block is singular, so the Newton solver's
     refit falls back from Cholesky to the SVD's minimum-norm solution (equal halves)."""

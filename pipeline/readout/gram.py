@@ -43,11 +43,16 @@ class NormalEquations:
             return None
         return self.gram[np.ix_(at, at)], self.correlation[at]
 
-    def least_squares(self, support):
-        """``(B_S^T B_S)^-1 B_S^T Y`` (|S|, K) on the sorted features ``support`` by Cholesky, or None if one of
-        them is not in the set or ``B_S^T B_S`` is too badly conditioned for it (``MIN_RCOND``)."""
+    def least_squares(self, support, alpha=0.0):
+        """``(B_S^T B_S + alpha I)^-1 B_S^T Y`` (|S|, K) on the sorted features ``support`` by Cholesky (``alpha``
+        >= 0: a ridge penalty), or None if one of them is not in the set or the matrix is too badly
+        conditioned for it (``MIN_RCOND``)."""
         restricted = self.restricted(support)
-        return None if restricted is None else solve_well_conditioned(*restricted)
+        if restricted is None:
+            return None
+        gram, correlation = restricted  # gram: a copy (fancy indexing)
+        gram[np.diag_indices_from(gram)] += alpha
+        return solve_well_conditioned(gram, correlation)
 
 
 def add_upper_gram(gram, block, tile=_TILE):

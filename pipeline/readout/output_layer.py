@@ -105,6 +105,11 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         squares fit on them (the relaxed lasso of Meinshausen 2007, relaxation 0): the l1 penalty selects,
         least squares estimates. ``l1_coef_`` keeps the l1 solution; ``coef_`` is then no longer its
         minimiser, so ``objective`` is larger than the l1 problem's optimum.
+    refit_alpha : float >= 0, ``refit``: a ridge penalty ``refit_alpha ||W_S||^2`` on the refit (the
+        squared loss over the rows, in units of the standardised features: the Gram matrix's diagonal is the
+        number of rows, as for :func:`pipeline.ridge_readout`); 0 is least squares. On the CIFAR-10 config's
+        support (8,778 of 12,760 features, 100,000 rows), 100 scored 0.7587 on the held-out rows against
+        0.7517 for least squares.
     precision : "auto" | "float32" | "float64", the dtype of SPGL1's products with the compressed problem
         (``"auto"``: float32 from ``tol >= 1e-3``; see :func:`pipeline.readout.solve.solve_standardized`)
     max_rounds : int, most working-set rounds
@@ -150,7 +155,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         "sigma": [NON_NEGATIVE, None], "group": ["boolean"], "relative": ["boolean"], "standardize": ["boolean"],
         "max_iter": [POSITIVE_INT], "tol": [POSITIVE], "out_of_core": [StrOptions(set(STRATEGIES))],
         "working_set": [POSITIVE_INT], "working_set_growth": [AT_LEAST_ONE],
-        "warm_start": ["boolean"], "refit": ["boolean"],
+        "warm_start": ["boolean"], "refit": ["boolean"], "refit_alpha": [NON_NEGATIVE],
         "precision": [StrOptions(set(PRECISIONS))],
         "max_rounds": [POSITIVE_INT], "rough_beta_rtol": [POSITIVE, None], "validation_fraction": [FRACTION],
         "n_penalties": [POSITIVE_INT], "min_penalty_ratio": [FRACTION], "patience": [POSITIVE_INT],
@@ -160,7 +165,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
 
     def __init__(self, mode="penalized", beta=0.01, tau=None, sigma=None, group=True,
                  relative=True, standardize=True, max_iter=2000, tol=1e-6, out_of_core="working_set",
-                 working_set=1024, working_set_growth=1.5, warm_start=False, refit=False, precision="auto",
+                 working_set=1024, working_set_growth=1.5, warm_start=False, refit=False, refit_alpha=0.0,
+                 precision="auto",
                  max_rounds=20, rough_beta_rtol=0.05, validation_fraction=0.2, n_penalties=16,
                  min_penalty_ratio=1e-3, patience=3, significant_drop=2.0, random_state=0, solver="spgl1", verbose=0):
         self.mode = mode
@@ -177,6 +183,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         self.working_set_growth = working_set_growth
         self.warm_start = warm_start
         self.refit = refit
+        self.refit_alpha = refit_alpha
         self.precision = precision
         self.max_rounds = max_rounds
         self.rough_beta_rtol = rough_beta_rtol
@@ -361,7 +368,8 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
 
     def _least_squares_on_support(self, B, Y, W, normal_equations=None):
         """(F, K) least-squares coefficients on the standardised features where ``W`` is non-zero (per
-        class column, or the non-zero rows for ``group``), zero elsewhere; minimum-norm if rank deficient.
+        class column, or the non-zero rows for ``group``), zero elsewhere; minimum-norm if rank deficient;
+        with the ridge penalty ``refit_alpha ||W_S||^2`` (the least squares of ``[B_S; sqrt(alpha) I]``).
 
         ``normal_equations``: those of the solve that gave ``W`` (same rows, same ``Y``), if it formed them:
         a support inside their set is solved from its Gram matrix by Cholesky (``|S|^3 / 3`` flops instead
@@ -374,15 +382,23 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         for support, column in zip(supports, columns):
             if not len(support):
                 continue
-            solution = None if normal_equations is None else normal_equations.least_squares(support)
+            solution = (None if normal_equations is None
+                        else normal_equations.least_squares(support, self.refit_alpha))
             if solution is None:
-                features = standardized_columns(B, support, self.mean_, self.scale_)
-                # singular values below eps max(n, |S|) of the largest are rank deficiency (numpy's rule;
-                # scipy's default, eps, keeps the rounding of two copies of a feature, a 1e12 coefficient)
-                solution = scipy.linalg.lstsq(features, Y, cond=np.finfo(np.float64).eps * max(features.shape),
-                                              lapack_driver="gelsd")[0]
+                solution = self._ridge_least_squares(standardized_columns(B, support, self.mean_, self.scale_), Y)
             refitted[support, column] = solution[:, column]
         return refitted
+
+    def _ridge_least_squares(self, features, Y):
+        """(|S|, K) ``argmin ||features W - Y||^2 + refit_alpha ||W||^2`` for ``features`` (n, |S|), by SVD (the
+        minimum-norm solution where ``refit_alpha`` is 0 and ``features`` rank deficient)."""
+        if self.refit_alpha:
+            features = np.vstack([features, np.sqrt(self.refit_alpha) * np.eye(features.shape[1])])
+            Y = np.vstack([Y, np.zeros((features.shape[1], Y.shape[1]))])
+        # singular values below eps max(n, |S|) of the largest are rank deficiency (numpy's rule; scipy's
+        # default, eps, keeps the rounding of two copies of a feature, a 1e12 coefficient)
+        return scipy.linalg.lstsq(features, Y, cond=np.finfo(np.float64).eps * max(features.shape),
+                                  lapack_driver="gelsd")[0]
 
     def class_scores(self, B):
         """(n, K) scores of every class, ``((B - mean_) / scale_) coef_ + intercept_``."""
