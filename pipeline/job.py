@@ -101,8 +101,8 @@ def fit_convex_rf(config, train_set, eval_set, stages, log):
     output_layer = model.output_layer_
     n_used = int(np.count_nonzero(np.any(output_layer.coef_ != 0, axis=1)))
     log(f"[output] beta = {output_layer.beta_:.4g} (beta_max {output_layer.beta_max_:.4g}), "
-        f"{n_used} of {output_layer.coef_.shape[0]} features used"
-        f"{' (least-squares refit on them)' if output_layer.refit else ''}, {output_layer.n_iter_} {output_layer.solver} iterations")
+        f"{n_used} of {output_layer.coef_.shape[0]} features used{_refit_description(output_layer)}, "
+        f"{output_layer.n_iter_} {output_layer.solver} iterations")
     if output_layer.path_ is not None:
         log(f"[output] beta chosen on held-out rows: {output_layer.beta_ratio_:.4g} of beta_max, after "
             f"{len(output_layer.path_)} penalties of the path")
@@ -177,6 +177,15 @@ def log_filters(config, filter_bank, log):
         summary += (f"; {certificates['n_inside_hull']} patches inside the hull dropped; worst relative "
                     f"optimality gap {certificates['max_relative_gap']:.2e}")
     log(summary)
+
+
+def _refit_description(output_layer):
+    """How the output layer's kept features were refitted, for the log ("" without a refit)."""
+    if not output_layer.refit:
+        return ""
+    if output_layer.refit_alpha:
+        return f" (ridge refit on them, alpha {output_layer.refit_alpha:g})"
+    return " (least-squares refit on them)"
 
 
 def ridge_readout(train_features, train_labels, eval_features, eval_labels, seed, log, groups=None):
