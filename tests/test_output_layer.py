@@ -277,6 +277,12 @@ def test_ridge_refit_is_ridge_regression_on_the_l1_support(group, solver):
     assert np.linalg.norm(ridge.coef_) < np.linalg.norm(least_squares.coef_)  # shrunk
 
 
+def test_refit_alpha_without_a_refit_is_refused():
+    B, y, _ = planted(seed=15)
+    with pytest.raises(ValueError, match="set refit=True"):
+        L1OutputLayer(beta=0.1, refit_alpha=10.0).fit(B, y)
+
+
 def test_refit_on_a_rank_deficient_support_is_the_minimum_norm_least_squares():
     """Two copies of a feature share its coefficient: their Gram block is singular, so the Newton solver's
     refit falls back from Cholesky to the SVD's minimum-norm solution (equal halves)."""

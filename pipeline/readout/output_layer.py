@@ -166,8 +166,7 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
     def __init__(self, mode="penalized", beta=0.01, tau=None, sigma=None, group=True,
                  relative=True, standardize=True, max_iter=2000, tol=1e-6, out_of_core="working_set",
                  working_set=1024, working_set_growth=1.5, warm_start=False, refit=False, refit_alpha=0.0,
-                 precision="auto",
-                 max_rounds=20, rough_beta_rtol=0.05, validation_fraction=0.2, n_penalties=16,
+                 precision="auto", max_rounds=20, rough_beta_rtol=0.05, validation_fraction=0.2, n_penalties=16,
                  min_penalty_ratio=1e-3, patience=3, significant_drop=2.0, random_state=0, solver="spgl1", verbose=0):
         self.mode = mode
         self.beta = beta
@@ -208,6 +207,9 @@ class L1OutputLayer(ClassScoresMixin, BaseEstimator):
         if self.solver in PENALIZED_ONLY and self.out_of_core == "stream":
             raise ValueError(f"the 'stream' strategy runs SPGL1 on the file: solver={self.solver!r} needs "
                              "out_of_core='working_set'")
+        if self.refit_alpha and not self.refit:
+            raise ValueError(f"refit_alpha={self.refit_alpha} penalises the refit, which refit=False does not "
+                             "make: set refit=True, or leave refit_alpha at 0")
         needed = {"penalized": "beta", "lasso": "tau", "bpdn": "sigma"}[self.mode]
         if getattr(self, needed) is None:
             raise ValueError(f"mode={self.mode!r} needs {needed}")
