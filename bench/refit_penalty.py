@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.readout.held_out import held_out_split
-from pipeline.readout.ridge import _Standardized, _solve
+from pipeline.readout.ridge import held_out_scores
 from pipeline.schema import data_source
 from pipeline.storage import write_text_atomic
 
@@ -54,20 +53,10 @@ def support_columns(run):
 
 def refit_scores(X, labels, groups, output, alphas):
     """Held-out accuracy of the refit on ``X`` (N, |S|) for each penalty in ``alphas``."""
-    classes, index = np.unique(labels, return_inverse=True)
-    onehot = np.eye(len(classes))[index]
-    fit, held_out = held_out_split(index, output["validation_fraction"], output["random_state"], groups)
-    data = _Standardized(X)
-    gram, correlation, sums = data.normal_equations(fit, onehot)
-    intercept = onehot[fit].mean(axis=0)
-    correlation -= np.outer(sums, intercept)
-    scores = []
-    for alpha in alphas:
-        # alpha 0: a floor of 1e-9 N keeps Cholesky defined on a singular Gram block, below any rounding
-        weights = _solve(gram, correlation, max(alpha, 1e-9 * len(fit)))
-        predicted = np.argmax(data.predict(X[held_out], weights) + intercept, axis=1)
-        scores.append(float(np.mean(predicted == index[held_out])))
-    return scores
+    # alpha 0: a floor of 1e-9 N keeps Cholesky defined on a singular Gram block, below any rounding
+    floored = [max(alpha, 1e-9 * len(X)) for alpha in alphas]
+    scores = held_out_scores(X, labels, floored, output["validation_fraction"], output["random_state"], groups)
+    return [scores[alpha] for alpha in floored]
 
 
 def main(argv=None):

@@ -59,6 +59,31 @@ def _solve(gram, correlation, alpha):
     return solve_positive_definite(regularised, correlation)
 
 
+def held_out_scores(train_features, train_labels, alphas, fraction=VALIDATION_FRACTION, seed=0, groups=None):
+    """``{alpha: accuracy}``: ridge fitted on the rows of ``train_features`` (N, F) outside a seeded stratified
+    ``fraction`` (``groups`` (N,) held out together, or None), scored on that fraction, for each alpha > 0."""
+    classes, index = np.unique(train_labels, return_inverse=True)
+    onehot = np.eye(len(classes))[index]
+    data = _Standardized(train_features)
+    fit, held_out = held_out_split(index, fraction, seed, groups)
+    return _held_out_scores(data, index, onehot, fit, held_out, alphas)[0]
+
+
+def _held_out_scores(data, index, onehot, fit, held_out, alphas):
+    """``(scores {alpha: held-out accuracy}, X^T X, X^T onehot)``: ridge on the rows ``fit`` of ``data``
+    (:class:`_Standardized`), scored on the rows ``held_out``, and the fitted rows' normal equations."""
+    # The columns are centred over all training rows, not exactly over the fitted ones: the fit on them
+    # takes their class frequencies as intercept and centres the targets accordingly (X^T 1 = sums).
+    gram, correlation, sums = data.normal_equations(fit, onehot)
+    intercept = onehot[fit].mean(axis=0)
+    correlation_centred = correlation - np.outer(sums, intercept)
+    scores = {}
+    for alpha in alphas:
+        held_scores = data.predict(data.features[held_out], _solve(gram, correlation_centred, alpha)) + intercept
+        scores[alpha] = float(np.mean(np.argmax(held_scores, axis=1) == index[held_out]))
+    return scores, gram, correlation
+
+
 def ridge_readout(train_features, train_labels, eval_features, eval_labels, seed, alphas=ALPHAS, groups=None):
     """Fit the ridge read-out on ``train_features`` (N, F) and score it on ``eval_features`` (N', F);
     ``groups`` (N,): rows held out together to choose the penalty (an image and its mirror), or None.
@@ -70,15 +95,7 @@ def ridge_readout(train_features, train_labels, eval_features, eval_labels, seed
     onehot = np.eye(len(classes))[index]
     data = _Standardized(train_features)
     fit, held_out = held_out_split(index, VALIDATION_FRACTION, seed, groups)
-    # The columns are centred over all training rows, not exactly over the fitted ones: the fit on them
-    # takes their class frequencies as intercept and centres the targets accordingly (X^T 1 = sums).
-    gram, correlation, sums = data.normal_equations(fit, onehot)
-    intercept = onehot[fit].mean(axis=0)
-    correlation_centred = correlation - np.outer(sums, intercept)
-    scores = {}
-    for alpha in alphas:
-        held_scores = data.predict(train_features[held_out], _solve(gram, correlation_centred, alpha)) + intercept
-        scores[alpha] = float(np.mean(np.argmax(held_scores, axis=1) == index[held_out]))
+    scores, gram, correlation = _held_out_scores(data, index, onehot, fit, held_out, alphas)
     alpha = max(scores, key=scores.get)
     held_gram, held_correlation, _ = data.normal_equations(held_out, onehot)
     gram += held_gram
