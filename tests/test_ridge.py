@@ -51,3 +51,28 @@ def test_mirrored_rows_held_out_with_their_originals_do_not_pick_the_interpolati
     # held-out copies of fitted rows (most of them) favour the near-interpolating fit; whole groups do not
     assert leaky["alpha"] == 1e-6 and grouped["alpha"] == 1e3
     assert grouped["validation_accuracy"] < leaky["validation_accuracy"]
+
+
+@pytest.mark.parametrize("groups", [False, True])
+def test_dual_form_with_more_features_than_rows_gives_the_primal_forms_read_out(monkeypatch, groups):
+    monkeypatch.setattr(ridge, "_BLOCK_ROWS", 64)
+    monkeypatch.setattr(ridge, "_TILE_COLUMNS", 512)  # several column tiles of the kernel and of X^T A
+    # wider than one tile of the primal Gram matrix (pipeline.readout.gram._TILE = 2048)
+    X, y = blobs(150, n_features=2100, seed=4)
+    X_test, y_test = blobs(100, n_features=2100, seed=5)
+    rows = None
+    if groups:  # pairs of rows of one label, like an image and its mirror
+        X, y, rows = np.vstack([X[:75], X[:75, ::-1]]), np.concatenate([y[:75], y[:75]]), np.tile(np.arange(75), 2)
+    alphas = (1e-1, 1e1, 1e3)
+    data, index = ridge._Standardized(X), np.unique(y, return_inverse=True)[1]
+    fit, held_out = ridge.held_out_split(index, 0.2, 0, rows)
+    primal, dual = (form(data, np.eye(4)[index], fit, held_out) for form in (ridge._PrimalRidge, ridge._DualRidge))
+    for alpha in alphas:
+        np.testing.assert_allclose(dual.held_out_scores(alpha), primal.held_out_scores(alpha), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(dual.weights(1e1), primal.weights(1e1), rtol=1e-8, atol=1e-10)
+    assert isinstance(ridge._ridge(data, np.eye(4)[index], fit, held_out), ridge._DualRidge)
+    result = ridge_readout(X, y, X_test, y_test, seed=0, alphas=alphas, groups=rows)
+    scaler = StandardScaler().fit(X)
+    reference = RidgeClassifier(alpha=result["alpha"], solver="cholesky").fit(scaler.transform(X), y)
+    assert result["accuracy"] == reference.score(scaler.transform(X_test), y_test)
+    assert result["train_accuracy"] == reference.score(scaler.transform(X), y)
