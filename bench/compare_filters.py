@@ -2,6 +2,7 @@
 
     python bench/compare_filters.py --dataset cifar10 --data-root DIR [--counts 1600 4000]
                                     [--out runs/filters-cifar10] [--set KEY=VALUE ...] [--readout ridge]
+                                    [--methods extreme_point kmeans ...]
 
 For each count P, trains ``configs/<dataset>.yaml`` with ``filters.method=extreme_point`` on P patches
 first; the extreme points are the F <= P patches outside the hull of the others, and every other bank
@@ -12,8 +13,10 @@ needs many more samples than centroids (Coates and Ng used 400,000 for 1,600). E
 ridge_readout=true`` for the ridge read-out beside the l1 layer. Writes ``report.html`` / ``report.md``
 over all runs into the first, prints the table and writes ``OUT/filters.json``.
 
-``--readout ridge`` measures the banks alone, faster: each bank's features (same config and settings) are
-read out in this process by the job's ridge read-out (:func:`pipeline.ridge_readout`: penalty chosen
+``--methods`` limits the banks (extreme points always run: they fix the others' filter count).
+``--readout ridge`` measures the banks alone, faster: each bank's features (same config and settings; the
+training images' mirrors too with ``data.horizontal_flips``, each held out with its image) are read out in
+this process by the job's ridge read-out (:func:`pipeline.ridge_readout`: penalty chosen
 on a stratified fifth of the training images, then fitted on all of them; the test set only scores it);
 no l1 layer or report; each bank's row is kept in ``OUT/<method>-<P>/ridge.json`` and reused by a later
 call with the same ``OUT`` (so a stopped comparison resumes; give another ``--out`` for other settings), then
@@ -47,6 +50,8 @@ def parse_args(argv):
     parser.add_argument("--out", type=Path, default=None, help="folder of the runs (default runs/filters-DATASET)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for every run")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="banks to compare (extreme_point, which fixes the others' filter count, runs first)")
     parser.add_argument("--readout", choices=("job", "ridge"), default="job",
                         help="job: full training runs (l1 layer, reports); ridge: features + ridge read-out only")
     return parser.parse_args(argv)
@@ -78,9 +83,11 @@ def ridge_row(folder, args, settings):
     start = time.perf_counter()
     config = load_config(REPO / "configs" / f"{args.dataset}.yaml", settings, data_root=args.data_root)
     train_set, test_set = data_source(config).load(config["seed"])
-    feature_map = build_model(config).features.set_params(verbose=0).fit(train_set.images)
-    train, test = feature_map.transform(train_set.images), feature_map.transform(test_set.images)
-    ridge = ridge_readout(train, train_set.labels, test, test_set.labels, config["seed"])
+    model = build_model(config)  # its training rows: the images, and their mirrors with data.horizontal_flips
+    feature_map = model.features.set_params(verbose=0).fit(train_set.images)
+    labels, groups = model.training_labels(train_set.labels)
+    train, test = feature_map.transform(model.training_images(train_set.images)), feature_map.transform(test_set.images)
+    ridge = ridge_readout(train, labels, test, test_set.labels, config["seed"], groups=groups)
     row = {"filters": len(feature_map.filter_bank_.filters_), "features": int(train.shape[1]),
            "ridge_alpha": ridge["alpha"], "validation_accuracy": ridge["validation_accuracy"],
            "ridge_accuracy": ridge["accuracy"], "seconds": round(time.perf_counter() - start, 1)}
@@ -96,7 +103,7 @@ def main(argv=None):
     folders, rows = [], []
     for n_patches in args.counts:
         n_filters = None
-        for method in METHODS:
+        for method in sorted(set(args.methods) | {"extreme_point"}, key=METHODS.index):
             folder = out / f"{method}-{n_patches}"
             row = measure(folder, args, [*args.overrides, *method_settings(method, n_patches, n_filters)])
             n_filters = n_filters or row["filters"]
