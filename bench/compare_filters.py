@@ -20,7 +20,7 @@ this process by the job's ridge read-out (:func:`pipeline.ridge_readout`: penalt
 on a stratified fifth of the training images, then fitted on all of them; the test set only scores it);
 no l1 layer or report; each bank's row is kept in ``OUT/<method>-<P>/ridge.json`` and reused by a later
 call with the same ``OUT`` (so a stopped comparison resumes; give another ``--out`` for other settings), then
-the table and ``filters.json``.
+the table, ``filters.json`` and the accuracy-against-filters plot ``OUT/accuracy_vs_filters.png``.
 """
 
 import argparse
@@ -36,6 +36,7 @@ from pipeline.storage import write_text_atomic
 from pipeline.config import load_config
 from pipeline.schema import build_model, data_source
 from pipeline.reporting import write_report
+from pipeline.reporting.report import save_accuracy_plot
 from pipeline.readout.ridge import ridge_readout
 
 METHODS = ("extreme_point", "random_patches", "kmeans", "gaussian")
@@ -120,6 +121,12 @@ def main(argv=None):
     if args.readout == "job":
         html, _ = write_report(folders)
         print(f"report: {html}")
+    else:
+        curves = {}
+        for row in rows:
+            curves.setdefault(f"{args.dataset}, {row['method']} (ridge read-out)", []).append(
+                (row["filters"], row["ridge_accuracy"]))
+        print(f"plot: {out / save_accuracy_plot(curves, out / 'accuracy_vs_filters.png')}")
     print(f"table: {out / 'filters.json'}")
 
 

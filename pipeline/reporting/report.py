@@ -2,7 +2,8 @@
 
 Writes ``report.html`` and ``report.md`` (same content) into the first run folder, with the pictures
 next to them: a side-by-side table of all runs (the paper's Table 1 style, with the paper's Convex-RF
-figures for MNIST and CIFAR-10), accuracy against the number of filters, and per run the test/train
+figures for MNIST and CIFAR-10), accuracy against the number of filters (a curve per filter bank, the
+ridge read-out's dashed beside it), and per run the test/train
 accuracy, per-class accuracy with the output layer's sparsity (non-zero features per class), the
 confusion matrix, the penalty path of ``output.beta: auto`` (held-out accuracy and features kept against
 the penalty, as a plot and a table), the stage timings and memory, the config, and the filter pictures of
@@ -110,7 +111,7 @@ def write_report(runs, out=None):
     blocks = [("h1", "Convex-RF accuracy report"), ("h2", "Runs side by side"), ("table", _overview(summaries))]
     if sum(s.model == "convex_rf" for s in summaries) > 1:
         blocks += [("h2", "Accuracy against the number of filters"),
-                   ("img", _accuracy_plot(summaries, out / "accuracy_vs_filters.png"))]
+                   ("img", save_accuracy_plot(accuracy_curves(summaries), out / "accuracy_vs_filters.png"))]
     for index, run in enumerate(summaries):
         blocks += _run_blocks(run, out / f"confusion_{index}.png")
         if run.metrics.get("beta_path"):
@@ -140,16 +141,36 @@ def _overview(summaries):
     return header, rows
 
 
-def _accuracy_plot(summaries, path):
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for dataset in sorted({s.dataset for s in summaries}):
-        chosen = sorted((s.metrics["n_filters"], s.accuracy) for s in summaries
-                        if s.dataset == dataset and s.model == "convex_rf")
-        axis.plot(*zip(*chosen), marker="o", label=dataset)
+def accuracy_curves(summaries):
+    """``{label: [(filters, accuracy), ...]}`` sorted by filters: one curve per dataset and filter bank of the
+    Convex-RF runs in ``summaries`` (:class:`RunSummary`-like: ``model``, ``dataset``, ``accuracy`` and
+    ``metrics``), and beside it the ridge read-out's where every run of the curve has one."""
+    curves = {}
+    for s in summaries:
+        if s.model != "convex_rf":
+            continue
+        label = f"{s.dataset}, {s.metrics.get('filter_method', 'extreme_point')}"
+        ridge = s.metrics.get("ridge_readout", {}).get("accuracy")
+        curves.setdefault(label, []).append((s.metrics["n_filters"], s.accuracy))
+        curves.setdefault(f"{label}, ridge read-out", []).append((s.metrics["n_filters"], ridge))
+    return {label: sorted(points) for label, points in curves.items()
+            if all(accuracy is not None for _, accuracy in points)}
+
+
+def save_accuracy_plot(curves, path, ylabel="accuracy (test or validation split)"):
+    """Plot ``curves`` (``{label: [(filters, accuracy), ...]}``, ``"..., ridge read-out"`` labels dashed in
+    their bank's colour) against a log filter axis into ``path``; returns its file name."""
+    figure, axis = plt.subplots(figsize=(6.5, 4.5))
+    colours = {}
+    for label, points in curves.items():
+        bank = label.removesuffix(", ridge read-out")
+        line, = axis.plot(*zip(*points), marker="o", label=label, linestyle="--" if bank != label else "-",
+                          color=colours.get(bank))
+        colours.setdefault(bank, line.get_color())
     axis.set_xscale("log")
     axis.set_xlabel("filters")
-    axis.set_ylabel("accuracy (test or validation split)")
-    axis.legend()
+    axis.set_ylabel(ylabel)
+    axis.legend(fontsize=8)
     save_figure(figure, path, dpi=120)
     plt.close(figure)
     return path.name
