@@ -102,7 +102,7 @@ class _PrimalRidge:
     alpha, then :meth:`weights` on all rows (which turns the fitted rows' Gram into all rows' one)."""
 
     def __init__(self, data, onehot, fit, held_out):
-        self.data, self.onehot, self.fit, self.held_out = data, onehot, fit, held_out
+        self.data, self.onehot, self.held_out = data, onehot, held_out
         # The columns are centred over all training rows, not exactly over the fitted ones: the fit on them
         # takes their class frequencies as intercept and centres the targets accordingly (X^T 1 = sums).
         self.gram, self.correlation, sums = data.normal_equations(fit, onehot)
