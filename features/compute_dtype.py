@@ -17,6 +17,10 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 CALIBRATION_SHAPE = (4096, 108, 512)
 # "auto" computes in bfloat16 where its product runs at least this many times as fast as float32's.
 BFLOAT16_MIN_SPEEDUP = 1.5
+# A dtype whose fastest timed product is this many times slower than another's is timed no further: more
+# repeats change no decision. Where bfloat16 is emulated (AVX2 without AVX512-BF16 or AMX) its calibration
+# product takes 0.4 s against float32's 6 ms (1 against 70 GFLOP/s), and five repeats cost the digits job 2.4 s.
+_HOPELESSLY_SLOWER = 10.0
 
 
 class Calibration(NamedTuple):
@@ -33,7 +37,8 @@ _calibrations = {}  # torch device string -> Calibration, measured once per proc
 def product_gflops(device, shape=CALIBRATION_SHAPE, repeats=5):
     """{"float32": GFLOP/s, "bfloat16": GFLOP/s} of one ``(m, d) @ (d, F)`` product (``shape = (m, d, F)``)
     on ``device``: the fastest of ``repeats`` timed runs after a warm-up one, the two dtypes in turn (so that
-    other load on the machine slows both alike); 0.0 for a dtype the device cannot multiply."""
+    other load on the machine slows both alike), a dtype left out of further runs once its fastest is
+    ``_HOPELESSLY_SLOWER`` times the other's; 0.0 for a dtype the device cannot multiply."""
     rows, depth, columns = shape
     generator = torch.Generator().manual_seed(0)
     left, right = (torch.randn(size, generator=generator).to(device) for size in ((rows, depth), (depth, columns)))
@@ -47,8 +52,18 @@ def product_gflops(device, shape=CALIBRATION_SHAPE, repeats=5):
                 seconds[name].append(_product_seconds(*operands[name]))
             except RuntimeError:  # e.g. no GEMM kernel for this dtype on this device
                 del operands[name]
+        for name in _hopelessly_slow({name: seconds[name][1:] for name in operands}):
+            del operands[name]
     return {name: 2.0 * rows * depth * columns / min(times[1:]) / 1e9 if len(times) > 1 else 0.0
             for name, times in seconds.items()}
+
+
+def _hopelessly_slow(timed):
+    """The dtypes whose fastest timed run (``timed``: name -> seconds of the runs after the warm-up) is at
+    least ``_HOPELESSLY_SLOWER`` times another dtype's fastest."""
+    fastest = {name: min(times) for name, times in timed.items() if times}
+    return [name for name, seconds in fastest.items()
+            if any(seconds >= _HOPELESSLY_SLOWER * other for other in fastest.values())]
 
 
 def _product_seconds(left, right, product):

@@ -24,6 +24,7 @@ inside the hull of the others: it has no extreme point and is dropped and counte
 the final residuals, after the refinement.
 """
 
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -39,6 +40,12 @@ from .filter_banks import FilterBankMixin
 from .parallel import parallel_backend
 from .parameters import N_JOBS, NON_NEGATIVE, POSITIVE_INT, SCHEDULER
 from .simplex_qp import min_norm_point
+
+# Local joblib workers are started only when the solves left after the first batch (solved in this process
+# and timed) would take longer than this in one process: starting two loky workers costs their imports
+# (numpy, scikit-learn, torch through this package), measured at 3-8 s on 2 cores, while the digits job's
+# 300 filters take 0.5 s in one process (8.1 s with two fresh workers).
+_WORKER_START_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,7 @@ def extreme_point_filters(patches, n_candidates=256, hull_tol=1e-6, tol=1e-12, c
     with parallel_backend(scheduler, scatter=[patches]):
         for rounds in range(1, max_rounds + 1):
             _solve_on_working_sets(patches, pending, working_sets, supports, weights, tol, n_jobs,
-                                   batch_size, description=f"filters, round {rounds}")
+                                   batch_size, local=scheduler is None, description=f"filters, round {rounds}")
             residuals[pending] = [_residual(patches, i, supports[i], weights[i]) for i in pending]
             inside = np.linalg.norm(residuals, axis=1) <= hull_tolerances
             violators = _update_certificates(patches, residuals, pending, inside, relative_gaps, max_inner,
@@ -237,18 +244,38 @@ def _most_aligned(patches, k, block_size):
     return aligned
 
 
-def _solve_on_working_sets(patches, pending, working_sets, supports, weights, tol, n_jobs, batch_size,
+def _solve_on_working_sets(patches, pending, working_sets, supports, weights, tol, n_jobs, batch_size, local,
                            description):
-    """Run Wolfe's algorithm for each pending patch on its working set; updates supports/weights."""
+    """Run Wolfe's algorithm for each pending patch on its working set; updates supports/weights.
+
+    ``local``: joblib's local workers (False: a Dask cluster). There the first batch is solved in this
+    process, and the rest go to the ``n_jobs`` workers only when they would take more than
+    ``_WORKER_START_SECONDS`` here.
+    """
     batches = [pending[s:s + batch_size] for s in range(0, len(pending), batch_size)]
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_solve_batch)(patches, [(i, working_sets[i], supports[i], weights[i]) for i in batch], tol)
-        for batch in batches)
+    problems = [[(i, working_sets[i], supports[i], weights[i]) for i in batch] for batch in batches]
     with tqdm(total=len(pending), desc=description, unit="patch", disable=None, leave=False) as bar:
-        for batch, batch_results in zip(batches, results):
+        for batch, batch_results in zip(batches, _batch_solutions(patches, problems, tol, n_jobs, local)):
             for i, (support, weight) in zip(batch, batch_results):
                 supports[i], weights[i] = support, weight
             bar.update(len(batch))
+
+
+def _batch_solutions(patches, problems, tol, n_jobs, local):
+    """Yield :func:`_solve_batch`'s result for each batch of ``problems``, in order (see
+    :func:`_solve_on_working_sets` for where)."""
+    if local and (n_jobs == 1 or len(problems) == 1):
+        yield from (_solve_batch(patches, batch, tol) for batch in problems)
+        return
+    if local:
+        start = time.perf_counter()
+        yield _solve_batch(patches, problems[0], tol)
+        problems = problems[1:]
+        if (time.perf_counter() - start) * len(problems) < _WORKER_START_SECONDS:
+            yield from (_solve_batch(patches, batch, tol) for batch in problems)
+            return
+    yield from Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_solve_batch)(patches, batch, tol) for batch in problems)
 
 
 def _solve_batch(patches, problems, tol):

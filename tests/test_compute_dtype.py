@@ -53,3 +53,18 @@ def test_a_dtype_that_the_device_cannot_multiply_calibrates_to_zero(monkeypatch)
     monkeypatch.setitem(compute_dtype.TORCH_DTYPES, "bfloat16", torch.bool)  # no GEMM kernel for bool
     speeds = compute_dtype.product_gflops("cpu", shape=(64, 8, 16), repeats=1)
     assert speeds["bfloat16"] == 0.0 and speeds["float32"] > 0
+
+
+def test_a_dtype_ten_times_slower_is_timed_no_further(monkeypatch):
+    """Where bfloat16 is emulated its calibration product takes seconds: after its first timed run, more
+    repeats cannot change the choice, so only the warm-up and one timed run are spent on it."""
+    runs = {torch.float32: 0, torch.bfloat16: 0}
+
+    def fake_seconds(left, right, product):
+        runs[left.dtype] += 1
+        return 1.0 if left.dtype == torch.bfloat16 else 0.01
+
+    monkeypatch.setattr(compute_dtype, "_product_seconds", fake_seconds)
+    speeds = compute_dtype.product_gflops("cpu", shape=(64, 8, 16), repeats=5)
+    assert runs == {torch.float32: 6, torch.bfloat16: 2}
+    assert speeds["bfloat16"] == pytest.approx(speeds["float32"] / 100)

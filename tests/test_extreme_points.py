@@ -15,6 +15,7 @@ import scipy.optimize
 import scipy.sparse
 from sklearn.exceptions import ConvergenceWarning
 
+from features import extreme_points
 from features.extreme_points import extreme_point_filters
 from features.patches import normalize_patches
 from features.simplex_qp import min_norm_point
@@ -120,12 +121,27 @@ def test_fewer_patches_than_dimensions_are_all_extreme():
         assert solution.residual_norms[i] ** 2 == pytest.approx(simplex_qp_reference(patches, i), rel=1e-6)
 
 
-def test_result_is_identical_with_one_or_two_jobs():
+def test_result_is_identical_with_one_or_two_jobs(monkeypatch):
     patches = random_patches(300, 9, seed=8)
     one = extreme_point_filters(patches, n_candidates=12, n_jobs=1, batch_size=64)
+    monkeypatch.setattr(extreme_points, "_WORKER_START_SECONDS", 0.0)  # the workers, however small the job
     two = extreme_point_filters(patches, n_candidates=12, n_jobs=2, batch_size=64)
     np.testing.assert_array_equal(one.filters, two.filters)
     np.testing.assert_array_equal(one.kept, two.kept)
+
+
+def test_a_job_shorter_than_starting_the_workers_is_solved_in_this_process(monkeypatch):
+    """The first batch is timed here; the rest stays here when it would take less than starting workers."""
+    def no_workers(*args, **kwargs):
+        raise AssertionError("joblib workers were started for a job shorter than their start")
+
+    patches = random_patches(300, 9, seed=8)
+    monkeypatch.setattr(extreme_points, "Parallel", no_workers)
+    here = extreme_point_filters(patches, n_candidates=12, n_jobs=2, batch_size=64)
+    monkeypatch.setattr(extreme_points, "_WORKER_START_SECONDS", 0.0)
+    with pytest.raises(AssertionError, match="workers were started"):
+        extreme_point_filters(patches, n_candidates=12, n_jobs=2, batch_size=64)
+    np.testing.assert_array_equal(here.filters, extreme_point_filters(patches, n_candidates=12).filters)
 
 
 def test_min_norm_point_warm_start_reaches_the_same_optimum():
