@@ -264,18 +264,17 @@ def _solve_on_working_sets(patches, pending, working_sets, supports, weights, to
 def _batch_solutions(patches, problems, tol, n_jobs, local):
     """Yield :func:`_solve_batch`'s result for each batch of ``problems``, in order (see
     :func:`_solve_on_working_sets` for where)."""
-    if local and (n_jobs == 1 or len(problems) == 1):
-        yield from (_solve_batch(patches, batch, tol) for batch in problems)
-        return
-    if local:
+    in_process = local
+    if local and n_jobs != 1 and len(problems) > 1:  # the first batch here, timed
         start = time.perf_counter()
         yield _solve_batch(patches, problems[0], tol)
         problems = problems[1:]
-        if (time.perf_counter() - start) * len(problems) < _WORKER_START_SECONDS:
-            yield from (_solve_batch(patches, batch, tol) for batch in problems)
-            return
-    yield from Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_solve_batch)(patches, batch, tol) for batch in problems)
+        in_process = (time.perf_counter() - start) * len(problems) < _WORKER_START_SECONDS
+    if in_process:
+        yield from (_solve_batch(patches, batch, tol) for batch in problems)
+    else:
+        yield from Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_solve_batch)(patches, batch, tol) for batch in problems)
 
 
 def _solve_batch(patches, problems, tol):
