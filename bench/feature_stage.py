@@ -24,7 +24,7 @@
 2. With ``--stage-filters F``: the two feature stages of ``configs/cifar10-40k.yaml`` (F filters, float16
    storage), timed in both dtypes on ``--stage-images`` images and extrapolated linearly to CIFAR-10's
    60,000 images (an extrapolation, not a run of the stage).
-3. Output layer, in memory against streamed from disk. Features of ``--fit-images`` images and
+3. Output layer (unless ``--fit-images 0``), in memory against streamed from disk. Features of ``--fit-images`` images and
    ``--fit-filters`` filters, fitted by :class:`pipeline.L1OutputLayer` from an
    in-memory array and from a :class:`pipeline.FeatureStore` (both out-of-core
    strategies); time, peak of numpy/Python allocations (tracemalloc) and the objective of each.
@@ -210,7 +210,7 @@ def parse_args(argv):
     parser.add_argument("--filters", default="1600,4000,16000")
     parser.add_argument("--images", type=int, default=256, help="images per throughput measurement")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls of each measurement (the fastest counts)")
-    parser.add_argument("--fit-images", type=int, default=2000)
+    parser.add_argument("--fit-images", type=int, default=2000, help="images of the output-layer comparison (0: skip)")
     parser.add_argument("--fit-filters", type=int, default=400)
     parser.add_argument("--stage-filters", type=int, default=0,
                         help="also time the 40k config's feature stages at this many filters (0: skip)")
@@ -245,10 +245,11 @@ def main(argv=None):
               f"{stage['bfloat16_ms_per_image']} ms/image ({stage['bfloat16_minutes']} min), "
               f"{stage['speedup_vs_float32']}x")
         outputs["-stage"] = stage
-    with tempfile.TemporaryDirectory() as folder:
-        outputs["-output-layer"] = output_layer_comparison(images[:args.fit_images], labels[:args.fit_images],
-                                                          args.fit_filters, folder)
-    print_comparison(outputs["-output-layer"])
+    if args.fit_images:
+        with tempfile.TemporaryDirectory() as folder:
+            outputs["-output-layer"] = output_layer_comparison(images[:args.fit_images], labels[:args.fit_images],
+                                                              args.fit_filters, folder)
+        print_comparison(outputs["-output-layer"])
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         for suffix, value in outputs.items():

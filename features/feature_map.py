@@ -4,12 +4,14 @@ Every ``k x k`` patch of an image (valid positions, a configurable stride) is no
 sampled patches were (:func:`features.patches.normalize_patches`), whitened with the same ZCA transform,
 multiplied by the filters, passed through ``max(., 0)`` and pooled over a ``grid x grid`` partition of
 the response map. The whitening and the filters fold into one ``d x F`` matrix
-(:meth:`features.whitening.PatchWhitener.fold`), so each chunk of images costs one GEMM. Computed with
-torch, chunk by chunk, into a caller-provided output array (which may be a memory map).
+(:meth:`features.whitening.PatchWhitener.fold`), so each chunk of images costs one GEMM and one pass
+over its responses (:mod:`features.pooling`). Computed with torch, chunk by chunk, into a caller-provided
+output array (which may be a memory map).
 
 The patch normalisation is computed in float32; the filter product, the offsets (thresholds) and the
-two-sided encoding in the *compute dtype*: float32, or bfloat16 (float32 accumulation in the GEMM and in
-the pooling) where the device multiplies bfloat16 matrices fast. ``"auto"`` decides per device by a short
+responses in the *compute dtype*: float32, or bfloat16 (float32 accumulation in the GEMM; the negated
+side of the two-sided encoding and the pooling in float32) where the device multiplies bfloat16 matrices
+fast. ``"auto"`` decides per device by a short
 calibration product (:func:`calibrate`), not by the processor's name.
 """
 
@@ -28,6 +30,7 @@ from .images import check_images, pixel_scale
 from .parameters import (DEVICE, IMAGE_SHAPE, NON_NEGATIVE, POSITIVE, POSITIVE_INT, RANDOM_STATE, HasMethods,
                          Interval, RealNotInt, StrOptions)
 from .patches import sample_patches
+from .pooling import relu_pool
 from .stage_protocol import Uncached
 from .whitening import PatchWhitener
 
@@ -97,36 +100,29 @@ def conv_relu_pool(images, weights, offset, *, patch_size, eps, normalize=True, 
     # the offset rides in the GEMM as the weights' last row, against a constant 1 after each patch
     affine = _as_tensor(np.vstack([np.asarray(weights), np.asarray(offset)[None]]), dtype, device)
     # the negated side from the first one's responses r = qW + offset: -qW + negated_offset = both - r
-    both_offsets = (_as_tensor(np.asarray(offset) + np.asarray(negated_offset), dtype, device)
-                    if n_sides == 2 else None)
+    both_offsets = None if negated_offset is None else np.asarray(offset) + np.asarray(negated_offset)
     scale = pixel_scale(images.dtype)
-    n_pooled = n_filters * grid * grid
     if out is None:
-        out = np.empty((n_images, n_pooled * n_sides), dtype=np.float32)
+        out = np.empty((n_images, n_filters * n_sides * (len(rows) - 1) * (len(cols) - 1)), dtype=np.float32)
     n_positions = rows[-1] * cols[-1]
-    chunk = chunk_size(n_positions, patch_dim, n_filters * n_sides, memory_mb, affine.element_size())
-    # buffers reused by all chunks: the patches (and the constant 1) and the responses of each side, in
-    # (response row, image, response column) order, so that a row of all the chunk's images is one slab;
-    # the negated side is read from the first before that is overwritten in place
+    chunk = chunk_size(n_positions, patch_dim, n_filters, memory_mb, affine.element_size())
+    # buffers reused by all chunks: the patches (and the constant 1) and the responses, image by image
     buffer_rows = _padded(min(chunk, n_images) * n_positions)
     inputs = torch.ones((buffer_rows, patch_dim + 1), dtype=dtype, device=device)
-    buffers = [torch.empty((buffer_rows, n_filters), dtype=dtype, device=device) for _ in range(n_sides)]
+    responses = torch.empty((buffer_rows, n_filters), dtype=dtype, device=device)
     with torch.inference_mode():
         for start in range(0, n_images, chunk):
             # a private copy: the input may be a read-only memory map, and is never written to
             batch = torch.from_numpy(np.array(images[start:start + chunk])).to(device)
             pixels = batch.permute(0, 3, 1, 2).to(torch.float32) * scale
             n_rows = len(batch) * n_positions
-            patches = inputs[:n_rows, :patch_dim].view(rows[-1], len(batch), cols[-1], patch_dim)
-            _patches(pixels, patch_size, stride, eps if normalize else None, out=patches.permute(1, 0, 2, 3))
+            patches = inputs[:n_rows, :patch_dim].view(len(batch), rows[-1], cols[-1], patch_dim)
+            _patches(pixels, patch_size, stride, eps if normalize else None, out=patches)
             # the GEMM on padded rows (GEMM_ROW_MULTIPLE); the rows past n_rows are discarded
-            torch.matmul(inputs[:_padded(n_rows)], affine, out=buffers[0][:_padded(n_rows)])
-            responses = [buffer[:n_rows] for buffer in buffers]
-            if both_offsets is not None:
-                torch.sub(both_offsets, responses[0], out=responses[1])
-            for side, response in enumerate(responses):
-                pooled = _relu_pool(response.view(rows[-1], len(batch), cols[-1], n_filters), rows, cols, pooling)
-                out[start:start + len(batch), side * n_pooled:(side + 1) * n_pooled] = pooled.cpu().numpy()
+            torch.matmul(inputs[:_padded(n_rows)], affine, out=responses[:_padded(n_rows)])
+            pooled = relu_pool(responses[:n_rows].view(len(batch), rows[-1], cols[-1], n_filters), rows, cols,
+                               pooling, both_offsets)
+            out[start:start + len(batch)] = pooled.cpu().numpy()
             if progress is not None:
                 progress(len(batch))
     return out
@@ -171,35 +167,6 @@ def _patches(pixels, patch_size, stride, eps, out):
     patches = patches - patches.mean(dim=3, keepdim=True)
     variance = patches.square().mean(dim=3, keepdim=True)
     torch.mul(patches, torch.rsqrt(variance + eps), out=out)
-
-
-def _relu_pool(responses, rows, cols, pooling):
-    """ReLU (in place) and pool (h, n, w, F) responses over the grid regions -> float32 (n, F * regions),
-    filter-major.
-
-    Separable: each row band is reduced row by row into a float32 (n, w, F) accumulator (float32
-    accumulation for bfloat16 responses; each row a contiguous slab, rectified while in cache), then the
-    column bands of the (n, grid, w, F) row bands.
-    """
-    height, n_images, width, n_filters = responses.shape
-    bands = torch.empty((n_images, len(rows) - 1, width, n_filters), dtype=torch.float32, device=responses.device)
-    for band, (r0, r1) in enumerate(zip(rows[:-1], rows[1:])):
-        _relu_reduce_rows(responses, r0, r1, pooling, out=bands[:, band])
-    reduce = (lambda r, dim: r.amax(dim=dim)) if pooling == "max" else (lambda r, dim: r.sum(dim=dim))
-    pooled = torch.stack([reduce(bands[:, :, c0:c1], 2) for c0, c1 in zip(cols[:-1], cols[1:])], dim=2)
-    if pooling == "mean":
-        counts = np.outer(np.diff(rows), np.diff(cols))[None, :, :, None]
-        pooled /= torch.as_tensor(counts, dtype=pooled.dtype, device=pooled.device)
-    return pooled.permute(0, 3, 1, 2).flatten(1)  # (n, F, grid, grid) -> filter-major
-
-
-def _relu_reduce_rows(responses, first, stop, pooling, out):
-    """Write into float32 ``out`` (n, w, F) the max or the sum of the rectified rows ``first:stop`` of
-    (h, n, w, F) responses."""
-    combine = torch.maximum if pooling == "max" else torch.add
-    out.copy_(responses[first].relu_())
-    for row in range(first + 1, stop):
-        combine(out, responses[row].relu_(), out=out)
 
 
 class ConvReLUPool(TransformerMixin, BaseEstimator):
