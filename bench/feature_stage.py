@@ -24,8 +24,8 @@
 2. With ``--stage-filters F``: the two feature stages of ``configs/cifar10-40k.yaml`` (F filters, float16
    storage), timed in both dtypes on ``--stage-images`` images and extrapolated linearly to CIFAR-10's
    60,000 images (an extrapolation, not a run of the stage).
-3. Output layer (unless ``--fit-images 0``), in memory against streamed from disk. Features of ``--fit-images`` images and
-   ``--fit-filters`` filters, fitted by :class:`pipeline.L1OutputLayer` from an
+3. Output layer (unless ``--fit-images 0``), in memory against streamed from disk. Features of
+   ``--fit-images`` images and ``--fit-filters`` filters, fitted by :class:`pipeline.L1OutputLayer` from an
    in-memory array and from a :class:`pipeline.FeatureStore` (both out-of-core
    strategies); time, peak of numpy/Python allocations (tracemalloc) and the objective of each.
 """

@@ -53,11 +53,13 @@ def _region_counts(rows, cols):
 
 
 def _relu_pool_compiled(responses, rows, cols, pooling, negated):
+    """:func:`relu_pool` on the CPU: the responses' memory handed to :func:`_relu_pool_kernel` as numpy."""
     n_images, _, _, n_filters = responses.shape
     bfloat16 = responses.dtype == torch.bfloat16
     values = responses.view(torch.int16).numpy().view(np.uint16) if bfloat16 else responses.numpy()
     sides = 1 if negated is None else 2
-    scale = (1.0 / _region_counts(rows, cols) if pooling == "mean" else np.ones(_region_counts(rows, cols).size))
+    counts = _region_counts(rows, cols)
+    scale = 1.0 / counts if pooling == "mean" else np.ones(counts.size)
     out = np.empty((n_images, sides, n_filters, scale.size), dtype=np.float32)
     with _COMPILED_PASS_LOCK:
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
