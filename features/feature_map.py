@@ -19,7 +19,6 @@ import numbers
 
 import numpy as np
 import torch
-import torch.nn.functional as functional
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
@@ -159,14 +158,15 @@ def chunk_size(n_positions, patch_dim, n_filters, memory_mb, itemsize=4):
 def _patches(pixels, patch_size, stride, eps, out):
     """Write the patches of float images (n, C, H, W) into ``out`` (n, h, w, d) (any strides and float
     dtype), channel-first, normalised in float32 unless eps is None."""
-    patches = functional.unfold(pixels, patch_size, stride=stride).transpose(1, 2)  # (n, h w, d)
-    patches = patches.unflatten(1, out.shape[1:3])
+    # (n, h, w, C, k, k) windows: a view of the pixels; gathered by one copy
+    windows = pixels.unfold(2, patch_size, stride).unfold(3, patch_size, stride).permute(0, 2, 3, 1, 4, 5)
     if eps is None:
-        out.copy_(patches)
+        out.unflatten(3, windows.shape[3:]).copy_(windows)
         return
+    patches = windows.reshape(out.shape)
     patches = patches - patches.mean(dim=3, keepdim=True)
-    variance = patches.square().mean(dim=3, keepdim=True)
-    torch.mul(patches, torch.rsqrt(variance + eps), out=out)
+    scale = patches.square().mean(dim=3, keepdim=True).add_(eps).rsqrt_()
+    torch.mul(patches, scale, out=out)
 
 
 class ConvReLUPool(TransformerMixin, BaseEstimator):

@@ -48,7 +48,7 @@ def test_filter_blocks_that_do_not_divide_the_filters(monkeypatch):
     responses = random_responses(2, 4, 4, 7, torch.bfloat16, seed=2)
     rows = region_edges(4, 2)
     whole = relu_pool(responses, rows, rows, "sum").numpy()
-    monkeypatch.setattr(pooling_module, "FILTER_BLOCK", 3)
+    monkeypatch.setattr(pooling_module, "ACCUMULATOR_BYTES", 4 * 4 * 3)  # 3 filters x 4 regions
     np.testing.assert_array_equal(relu_pool(responses, rows, rows, "sum").numpy(), whole)
 
 
@@ -69,3 +69,14 @@ def test_concurrent_calls_from_threads_give_the_same_features():
         results = list(pool.map(lambda _: relu_pool(responses, rows, rows, "sum").numpy(), range(8)))
     for result in results:
         np.testing.assert_array_equal(result, alone)
+
+
+@pytest.mark.parametrize("n_images, n_filters, threads", [(1, 40000, 2), (4, 40000, 2), (4, 4000, 2), (1, 1, 2),
+                                                         (3, 7, 4), (64, 100, 1)])
+def test_filter_blocks_fit_the_accumulator_budget_and_give_every_thread_work(n_images, n_filters, threads):
+    accumulators_per_filter = 2 * 4  # two-sided, 2 x 2 grid
+    block = pooling_module.filter_block(n_images, n_filters, accumulators_per_filter, threads)
+    items = n_images * -(-n_filters // block)
+    assert 1 <= block <= n_filters
+    assert block * accumulators_per_filter * 4 <= pooling_module.ACCUMULATOR_BYTES
+    assert items >= min(threads, n_images * n_filters)
