@@ -76,3 +76,14 @@ def test_a_singular_or_badly_conditioned_system_is_refused():
     assert solve_well_conditioned(X.T @ X, b) is None
     X[:, 5] = X[:, 0]
     assert solve_well_conditioned(X.T @ X, b) is None
+
+
+def test_regrown_gram_of_the_same_features_is_the_previous_matrix_and_reads_no_block():
+    index = np.array([0, 2, 5])
+    previous = gram_matrix(np.random.default_rng(4).standard_normal((9, 3)))
+
+    def blocks():
+        raise AssertionError("no row block should be read")
+        yield
+
+    assert regrown_gram(index, previous, index.copy(), blocks()) is previous

@@ -88,8 +88,11 @@ def regrown_gram(previous_index, previous_gram, index, blocks):
     of its row blocks (b, F) (e.g. ``block`` of :func:`pipeline.storage.feature_store.standardized_row_blocks`;
     ``[X]`` for the whole), reusing the entries of ``previous_gram`` (the Gram matrix of the sorted features
     ``previous_index``) for the features in both: only the new columns' products are computed, ``n F |new|``
-    multiply-adds by GEMM."""
+    multiply-adds by GEMM. The same features as before: ``previous_gram`` itself (the blocks are not read;
+    the solvers only read Gram matrices)."""
     index = np.asarray(index)
+    if np.array_equal(index, previous_index):
+        return previous_gram
     kept = np.isin(index, previous_index)
     old = np.searchsorted(previous_index, index[kept])
     kept_at, new_at = np.flatnonzero(kept), np.flatnonzero(~kept)
