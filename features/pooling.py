@@ -105,7 +105,7 @@ def _relu_pool_kernel(responses, region_of_position, negated, scale, two_sided, 
         image, first = item // n_blocks, (item % n_blocks) * block
         stop = min(n_filters, first + block)
         accumulators = np.zeros((2 if two_sided else 1, scale.size, stop - first), np.float32)
-        for position in range(n_positions):
+        for position in range(n_positions):  # (one-sided: accumulators[-1] is accumulators[0], unused)
             region = region_of_position[position]
             _pool_row(responses[image, position, first:stop], negated[first:stop], accumulators[0, region],
                       accumulators[-1, region], two_sided, maximum)
