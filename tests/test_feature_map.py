@@ -11,7 +11,8 @@ from features.whitening import PatchWhitener
 # bfloat16 keeps 8 significant bits: unit roundoff u = 2**-9 (about 2e-3). The normalised patches q and the
 # folded filters w are rounded once (u each), the GEMM accumulates in float32 and its result (offset b
 # included) is rounded once more; the two-sided side, (b + b') - r, is formed in float32 from that rounded r
-# (the bound below still allows for rounding the offsets' sum and the difference). So a response is off by at most 4u (|q| . |w| + |b| + |b'|) <= 4u (sqrt(d) ||w|| + |b| + |b'|)
+# (the bound below still allows for rounding the offsets' sum and the difference). So a response is off by
+# at most 4u (|q| . |w| + |b| + |b'|) <= 4u (sqrt(d) ||w|| + |b| + |b'|)
 # (a normalised patch has ||q|| < sqrt(d)), and a pooled feature, a 1-Lipschitz function of its region's
 # responses (sum: the region's count times that). Those are worst cases; the errors' signs vary from
 # position to position, and on plain (unthresholded) ReLU features the error is within 2**-8 in norm.
