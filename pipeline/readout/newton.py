@@ -140,9 +140,9 @@ def _newton_step(G, c, beta, W, GW, support):
     features, the support growing from 3,310 to 4,378 rows): 28 iterations and 117 s before, 9 and 42 s
     with it, the same objective to 1e-11.
     """
-    columns = G[:, support]  # (m, s), copied once per iteration
+    columns = gram_columns(G, support)  # (m, s), copied once per iteration
     rows = W[support]
-    step = newton_direction(columns[support], (GW - c)[support], rows, beta)
+    step = newton_direction(np.take(columns.T, support, axis=1), (GW - c)[support], rows, beta)
     crossing = _crossing(rows, step)
     W_step, GW_step = W.copy(), GW.copy()
     step_length, change = _line_search(columns, c, beta, W_step, GW_step, support, step)
@@ -156,6 +156,14 @@ def _newton_step(G, c, beta, W, GW, support):
             step_length, dropped = kept_length, len(support) - len(kept)
     W[...] = W_step
     return GW_step, step_length, dropped
+
+
+def gram_columns(G, index):
+    """``G[:, index]`` (m, len(index)) of a symmetric (m, m) C-ordered ``G``, as the transpose of its rows
+    ``G[index]`` (a Fortran-ordered array): whole rows are copied, four times faster than gathering
+    columns (0.08 s against 0.34 s for 6,351 of 6,360 rows here). Its ``[:, subset]`` and, through ``.T``,
+    ``np.take(columns.T, index, axis=1) = G_SS`` (0.11 s against 0.34 s for ``columns[index]``) are fast too."""
+    return G[index].T
 
 
 def _crossing(rows, step):
@@ -178,7 +186,7 @@ def _dropped_candidate(G, c, beta, W, GW, support, crossing):
     dropped = support[crossing]
     for _ in range(_MAX_DROP_ROUNDS):
         kept = np.setdiff1d(support, dropped, assume_unique=True)
-        W_drop, GW_drop = W.copy(), GW - G[:, dropped] @ W[dropped]
+        W_drop, GW_drop = W.copy(), GW - gram_columns(G, dropped) @ W[dropped]
         W_drop[dropped] = 0.0
         kept_step = newton_direction(G[np.ix_(kept, kept)], (GW_drop - c)[kept], W_drop[kept], beta)
         again = _crossing(W_drop[kept], kept_step)
@@ -187,7 +195,7 @@ def _dropped_candidate(G, c, beta, W, GW, support, crossing):
         dropped = np.union1d(dropped, kept[again])
     drop_change = _objective_change(W_drop[support] - W[support], (GW - c)[support], (GW_drop - GW)[support],
                                     beta, W[support], W_drop[support])
-    kept_columns = G[:, kept]
+    kept_columns = gram_columns(G, kept)
     kept_length, kept_change = _line_search(kept_columns, c, beta, W_drop, GW_drop, kept, kept_step)
     # G W' afresh: the in-place updates accumulate rounding
     return W_drop, kept_columns @ W_drop[kept], kept, kept_length, drop_change + kept_change
@@ -353,7 +361,8 @@ def _woodbury_solver(G_support, d, units, dtype):
     M.diagonal().add_(torch.as_tensor(d, dtype=dtype))
     inverse = torch.cholesky_inverse(_cholesky(M))
     U, root_d = torch.as_tensor(units, dtype=dtype), torch.as_tensor(np.sqrt(d), dtype=dtype)
-    capacitance = torch.eye(len(d), dtype=dtype) - root_d[:, None] * (inverse * (U @ U.T)) * root_d[None, :]
+    capacitance = U @ U.T  # then in place, without (s, s) temporaries: 3x faster at s = 6,351
+    capacitance.mul_(inverse).mul_(root_d[:, None]).mul_(root_d[None, :]).neg_().diagonal().add_(1.0)
     try:
         lower, pseudo_inverse = _cholesky(capacitance), None
     except np.linalg.LinAlgError:
