@@ -4,7 +4,7 @@ SPGL1 and skglm and against the optimality conditions."""
 import numpy as np
 import pytest
 
-from pipeline.readout.newton import kkt_violation, newton_direction, solve_gram
+from pipeline.readout.newton import gram_columns, kkt_violation, newton_direction, solve_gram
 from pipeline.readout.penalties import group_norms, row_duals
 from pipeline.readout.skglm_solver import solve_skglm
 from pipeline.readout.solve import solve_standardized
@@ -188,3 +188,15 @@ def test_the_dropped_candidate_drops_again_the_rows_its_own_step_carries_through
         return 0.5 * np.sum(W * (G @ W)) - np.sum(c * W) + beta * np.linalg.norm(W, axis=1).sum()
     assert change == pytest.approx(value(W_drop) - value(W), rel=1e-9)
     assert change < 0
+
+
+def test_gram_columns_and_their_support_block_are_those_of_the_symmetric_matrix():
+    rng = np.random.default_rng(0)
+    B = rng.standard_normal((40, 30))
+    G = B.T @ B
+    G = (G + G.T) / 2  # symmetric to the last bit, as the solver's Gram matrices are read
+    index = np.array([0, 3, 4, 17, 29])
+    columns = gram_columns(G, index)
+    np.testing.assert_array_equal(columns, G[:, index])
+    np.testing.assert_array_equal(np.take(columns.T, index, axis=1), G[np.ix_(index, index)])
+    np.testing.assert_array_equal(columns[:, [1, 3]], G[:, index[[1, 3]]])
