@@ -162,6 +162,31 @@ def test_rows_carried_through_zero_are_dropped_and_the_optimum_is_the_same(caplo
     assert objective(B, Y, W, beta, True) == pytest.approx(objective(B, Y, reference.W, beta, True), rel=1e-9)
 
 
+def test_a_single_row_carried_through_zero_is_dropped_in_one_step():
+    """From the optimum with one zero row given a small norm against its correlation, the full Newton step
+    carries that row (under 1 % of the support) through zero and, on correlated features, moves the others
+    to compensate for it; the step with it dropped is taken and lands on the optimum."""
+    from pipeline.readout import newton
+
+    B, Y = centred_problem(n=600, n_features=300, k=2, seed=1, common_factor=0.9, support=tuple(range(0, 300, 2)))
+    G, c = B.T @ B, B.T @ Y
+    beta = 0.01 * row_duals(c, True).max()
+    optimum, _, _ = solve_gram(G, c, beta, group=True, tol=1e-12, max_iter=200)
+    correlation = c - G @ optimum
+    zero_rows = np.flatnonzero(~np.any(optimum, axis=1))
+    row = zero_rows[np.argmax(np.linalg.norm(correlation[zero_rows], axis=1))]
+    W = optimum.copy()
+    W[row] = -1e-3 * correlation[row] / np.linalg.norm(correlation[row])
+    GW = G @ W
+    support = np.flatnonzero(np.any(W, axis=1))
+    step = newton_direction(G[np.ix_(support, support)], (GW - c)[support], W[support], beta)
+    crossing = newton._crossing(W[support], step)
+    assert list(support[crossing]) == [row] and crossing.mean() < 0.01
+    _, _, dropped = newton._newton_step(G, c, beta, W, GW, support)
+    assert dropped == 1
+    np.testing.assert_allclose(W, optimum, atol=1e-9)
+
+
 def test_the_dropped_candidate_drops_again_the_rows_its_own_step_carries_through_zero():
     """After one coordinate-descent pass from a large penalty's solution, the rows the full step carries
     through zero are dropped, then the ones the remaining support's step carries through zero too; the
