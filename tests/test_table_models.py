@@ -144,8 +144,8 @@ def test_spike_free_violator_matches_a_generic_constrained_solver():
 def test_cutting_plane_reaches_zero_gap_on_spike_free_data_and_matches_the_closed_form():
     rows, labels = whitened_problem()
     targets = one_hot(labels)
-    network = CuttingPlaneNetwork(beta=0.7, relative=False, bias=False, seed_extreme_points=False,
-                                  tol=1e-9).fit(rows, labels)
+    network = CuttingPlaneNetwork(beta=0.7, relative=False, bias=False, seed_extreme_points=False, tol=1e-9,
+                                  exact_linear=False, search_starts=0).fit(rows, labels)
     closed = ClosedFormNetwork(beta=0.7).fit(rows, labels)
     assert network.duality_gap_ <= 1e-9 * network.objective_
     assert network.objective_ == pytest.approx(closed.objective_, rel=1e-9)

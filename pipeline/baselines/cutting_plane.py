@@ -11,142 +11,107 @@ cutting-plane method keeps a finite neuron set: fit the l1 output layer on it (a
 residual ``r`` as the dual point, look for the neurons that violate ``|r^T (A u + b)_+| <= beta``, add
 them and repeat; when none violates, the duality gap is zero and the finite network is optimal.
 
-The search for violators is the *spike-free relaxation*: ``max / min r^T A u  s.t.  A u >= 0,
-||u|| <= 1``, two small convex programs per round. By Lagrange duality each is a non-negative least
-squares problem, ``max = min_{mu >= 0} ||A^T (r + mu)||`` with ``u = A^T (r + mu) / ||A^T (r + mu)||``
-(:func:`spike_free_violator`). With biases the constraint ``A u + b >= 0`` only fixes ``b``, and since
-``1^T r = 0`` the violator is ``u = +-A^T r / ||A^T r||`` in closed form. The relaxation is exact for
-spike-free data (whitened, n <= d); for other data it finds the violators among neurons active on every
-sample, and the gap reported is the gap under the relaxation. Lemma 7's extreme-point neurons
-(method.md eq. 10) may seed the neuron set, as the paper does.
+The paper's search for violators is the *spike-free relaxation* ``max / min r^T A u  s.t.  A u >= 0,
+||u|| <= 1`` (:func:`neuron_search.spike_free_violator`), exact for spike-free data (whitened, n <= d).
+For other data its violators are neurons active on every sample; with biases these are the linear part
+of the network, which :class:`restricted_layer.RestrictedOutputLayer` instead carries as one exact term
+``beta ||v||_2`` (``exact_linear``), so that the rounds are spent on the neurons that are active on part of
+the rows, found by :func:`neuron_search.arrangement_ascent` from random starts. The gap reported is the gap
+under what the searches found. Lemma 7's extreme-point neurons (method.md eq. 10) may seed the neuron set,
+as the paper does.
 
 Several classes: one network per class (one-hot target column), all sharing the seed neurons.
 """
 
 import logging
-import warnings
 
 import numpy as np
-import scipy.optimize
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import Lasso
+from sklearn.utils import check_random_state
 
 from features.extreme_points import ExtremePointFilters
 
-from features.parameters import IMAGE_SHAPE, N_JOBS, NON_NEGATIVE, POSITIVE_INT
+from features.parameters import IMAGE_SHAPE, N_JOBS, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT
 
+from .neuron_search import arrangement_ascent, spike_free_violator
+from .restricted_layer import RestrictedOutputLayer, linear_neuron
 from .two_layer import TwoLayerNetworkMixin, hidden_layer
 
 logger = logging.getLogger(__name__)
 
 
-def spike_free_violator(rows, residual, bias):
-    """The neuron maximising ``residual^T (A u + b)_+`` under the spike-free relaxation.
-
-    Parameters
-    ----------
-    rows : (n, d) pixel rows ``A``; residual : (n,) the dual point ``r``
-    bias : bool, neurons with a bias (then ``residual`` must sum to zero)
-
-    Returns
-    -------
-    value : float >= 0, the relaxed maximum; u : (d,) unit neuron (None when value is 0); b : float
-    """
-    if bias:
-        direction = rows.T @ residual
-    else:
-        slack, _ = scipy.optimize.nnls(rows.T, -(rows.T @ residual), maxiter=50 * rows.shape[0])
-        direction = rows.T @ (residual + slack)
-    value = float(np.linalg.norm(direction))
-    if value == 0.0:
-        return 0.0, None, 0.0
-    neuron = direction / value
-    return value, neuron, (-float(np.min(rows @ neuron)) if bias else 0.0)
-
-
 class CuttingPlaneResult:
     """One scalar network of the cutting-plane method.
 
-    Attributes: ``hidden`` (d, m), ``bias`` (m,), ``weights`` (m,), ``offset`` float, ``rounds`` int,
-    ``objective`` float (primal), ``gap`` float (primal minus the dual value of the scaled residual),
-    ``max_violation`` float (largest ``|r^T (A u + b)_+|`` found, ``<= beta`` at the end).
+    Attributes: ``hidden`` (d, m), ``bias`` (m,), ``weights`` (m,), ``linear`` (d,) the linear part (zero
+    without it), ``offset`` float, ``rounds`` int, ``objective`` float (primal), ``gap`` float (primal minus
+    the dual value of the scaled residual), ``max_violation`` float (largest ``|r^T (A u + b)_+|`` found,
+    ``<= beta`` at the end).
     """
 
-    def __init__(self, hidden, bias, weights, offset, rounds, objective, gap, max_violation):
-        self.hidden, self.bias, self.weights, self.offset = hidden, bias, weights, offset
+    def __init__(self, layer, rounds, objective, gap, max_violation):
+        self.hidden, self.bias, self.weights = layer.hidden, layer.bias, layer.weights
+        self.linear, self.offset = layer.linear, layer.offset
         self.rounds, self.objective, self.gap, self.max_violation = rounds, objective, gap, max_violation
 
 
+class NeuronSearch:
+    """Settings of :func:`neuron_search.arrangement_ascent` for one cutting-plane run: ``n_starts`` and
+    ``n_steps`` per sign and round, at most ``per_round`` new neurons per sign and round, ``rng``."""
+
+    def __init__(self, n_starts, n_steps, per_round, rng):
+        self.n_starts, self.n_steps, self.per_round, self.rng = n_starts, n_steps, per_round, rng
+
+    def violators(self, rows, residual, bias):
+        """Distinct neurons ``(value, u, b)`` with the largest ``residual^T (A u + b)_+``, best first."""
+        values, hidden, biases = arrangement_ascent(rows, residual, bias, self.n_starts, self.n_steps, self.rng)
+        kept = []
+        for value, neuron, offset in zip(values, hidden.T, biases):
+            if len(kept) == self.per_round:
+                break
+            if all(abs(neuron @ other) < 1 - 1e-9 or abs(offset - other_offset) > 1e-9
+                   for _, other, other_offset in kept):
+                kept.append((float(value), neuron, float(offset)))
+        return kept
+
+
 def cutting_plane(rows, targets, beta, seed_hidden, seed_bias, bias=True, max_rounds=50, tol=1e-3,
-                  lasso_tol=1e-8):
+                  lasso_tol=1e-8, exact_linear=False, search=None):
     """Algorithm 1 for a scalar target (n,), starting from the neurons ``seed_hidden`` (d, m0) with
-    biases ``seed_bias`` (m0,); stops when no neuron violates the dual constraint by more than
-    ``tol * beta`` or after ``max_rounds`` rounds. Returns a :class:`CuttingPlaneResult`."""
-    layer = RestrictedOutputLayer(rows, targets, bias)
+    biases ``seed_bias`` (m0,).
+
+    Each round fits the restricted problem (:class:`RestrictedOutputLayer`, with the exact linear part
+    when ``exact_linear``, which needs ``bias``), then looks for violators of the dual constraint: the
+    spike-free relaxation's two neurons (without the exact linear part, which contains them) and the
+    :class:`NeuronSearch`'s neurons (when ``search`` is given). Stops when none violates by more than
+    ``tol * beta`` or after ``max_rounds`` rounds. Returns a :class:`CuttingPlaneResult`; its gap is the gap
+    under the relaxation and the search (no neuron found beyond them is accounted for).
+    """
+    layer = RestrictedOutputLayer(rows, targets, bias, linear=exact_linear)
     layer.add(seed_hidden, seed_bias)
     for rounds in range(1, max_rounds + 1):
         layer.solve(beta, lasso_tol)
-        found = [spike_free_violator(rows, sign * layer.residual, bias) for sign in (1.0, -1.0)]
+        found = _violators(rows, layer.residual, bias, exact_linear, search)
         violators = [(u, b) for value, u, b in found if value > beta * (1 + tol)]
         if not violators:
             break
         layer.add(np.column_stack([u for u, _ in violators]), np.array([b for _, b in violators]))
-    residual = layer.residual
-    max_violation = max([value for value, _, _ in found] + list(np.abs(layer.centered.T @ residual)))
-    objective = 0.5 * residual @ residual + beta * np.sum(np.abs(layer.weights))
-    dual_point = residual * min(1.0, beta / max_violation) if max_violation > 0 else residual
-    dual_value = dual_point @ targets - 0.5 * dual_point @ dual_point
-    return CuttingPlaneResult(layer.hidden, layer.bias, layer.weights, layer.offset, rounds, float(objective),
-                              float(objective - dual_value), float(max_violation))
+    found_violation = max([value for value, _, _ in found], default=0.0)
+    max_violation = max(found_violation, layer.dual_violation())
+    return CuttingPlaneResult(layer, rounds, layer.objective(beta), layer.duality_gap(beta, found_violation),
+                              max_violation)
 
 
-class RestrictedOutputLayer:
-    """The l1 output layer ``min_w 1/2 ||F w + c - y||^2 + beta ||w||_1`` over a growing neuron set.
-
-    Keeps the neurons' features ``F`` (n, m) centred (with a free offset ``c``) and their Gram matrix,
-    extended column by column as neurons are added, and solves by scikit-learn's coordinate descent
-    (whose objective is this one divided by n) warm-started from the previous weights. A solve that stops
-    short of ``tol`` is not an error: the duality gap that :func:`cutting_plane` reports measures it.
-
-    Attributes: ``hidden`` (d, m), ``bias`` (m,), ``centered`` (n, m), ``weights`` (m,), ``offset``,
-    ``residual`` (n,) ``y - F w - c``.
-    """
-
-    def __init__(self, rows, targets, intercept):
-        self.rows, self.intercept = rows, intercept
-        self.target_mean = float(np.mean(targets)) if intercept else 0.0
-        self.centered_targets = targets - self.target_mean
-        self.hidden, self.bias = np.zeros((rows.shape[1], 0)), np.zeros(0)
-        self.centered, self.means, self.gram = np.zeros((len(rows), 0)), np.zeros(0), np.zeros((0, 0))
-        self.weights = np.zeros(0)
-        self.offset, self.residual = self.target_mean, self.centered_targets
-
-    def add(self, hidden, bias):
-        """Add neurons ``hidden`` (d, k) with biases (k,) at zero weight."""
-        features = hidden_layer(self.rows, hidden, bias)
-        means = features.mean(axis=0) if self.intercept else np.zeros(features.shape[1])
-        features -= means
-        cross = self.centered.T @ features
-        self.gram = np.block([[self.gram, cross], [cross.T, features.T @ features]])
-        self.centered = np.column_stack([self.centered, features])
-        self.hidden, self.bias = np.column_stack([self.hidden, hidden]), np.concatenate([self.bias, bias])
-        self.means = np.concatenate([self.means, means])
-        self.weights = np.concatenate([self.weights, np.zeros(features.shape[1])])
-
-    def solve(self, beta, tol):
-        """Re-fit the weights for penalty ``beta``; updates ``weights``, ``offset`` and ``residual``."""
-        if not len(self.weights):
-            return
-        lasso = Lasso(alpha=beta / len(self.rows), fit_intercept=False, precompute=self.gram, tol=tol,
-                      max_iter=20_000, warm_start=True)
-        lasso.coef_ = self.weights
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            lasso.fit(self.centered, self.centered_targets)
-        self.weights = lasso.coef_.copy()
-        self.offset = self.target_mean - float(self.means @ self.weights)
-        self.residual = self.centered_targets - self.centered @ self.weights
+def _violators(rows, residual, bias, exact_linear, search):
+    """Candidate neurons ``(value, u, b)`` for the dual point ``residual`` (n,), both signs."""
+    found = []
+    for sign in (1.0, -1.0):
+        if not exact_linear:
+            value, neuron, offset = spike_free_violator(rows, sign * residual, bias)
+            found += [(value, neuron, offset)] if neuron is not None else []
+        if search is not None:
+            found += search.violators(rows, sign * residual, bias)
+    return found
 
 
 class CuttingPlaneNetwork(TwoLayerNetworkMixin, BaseEstimator):
@@ -161,6 +126,13 @@ class CuttingPlaneNetwork(TwoLayerNetworkMixin, BaseEstimator):
     seed_extreme_points : bool, start from Lemma 7's extreme-point neurons of the training rows
     max_rounds : int, cutting-plane rounds per class
     tol : float, relative violation ``|r^T (A u + b)_+| / beta - 1`` accepted as no violation
+    exact_linear : bool, the neurons active on every row as one exact term ``beta ||v||_2`` (needs
+        ``bias``) instead of cutting planes from the spike-free relaxation
+    search_starts : int, random starts of the search for partly active neurons per class, sign and round
+        (:func:`neuron_search.arrangement_ascent`; 0: the relaxation alone, the paper's Algorithm 1)
+    search_steps : int, ascent steps per start
+    neurons_per_round : int, most neurons the search adds per class, sign and round
+    random_state : int, RandomState or None, the search's starts
     n_jobs : int, workers of the extreme-point solver
     image_shape : None, (H, W) or (H, W, C), for flattened images
 
@@ -175,36 +147,51 @@ class CuttingPlaneNetwork(TwoLayerNetworkMixin, BaseEstimator):
 
     _parameter_constraints = {
         "beta": [NON_NEGATIVE], "relative": ["boolean"], "bias": ["boolean"], "seed_extreme_points": ["boolean"],
-        "max_rounds": [POSITIVE_INT], "tol": [NON_NEGATIVE], "n_jobs": N_JOBS, "image_shape": IMAGE_SHAPE,
+        "max_rounds": [POSITIVE_INT], "tol": [NON_NEGATIVE], "exact_linear": ["boolean"],
+        "search_starts": [NON_NEGATIVE_INT], "search_steps": [POSITIVE_INT], "neurons_per_round": [POSITIVE_INT],
+        "random_state": ["random_state"], "n_jobs": N_JOBS, "image_shape": IMAGE_SHAPE,
     }
 
     def __init__(self, beta=0.01, relative=True, bias=True, seed_extreme_points=True, max_rounds=50,
-                 tol=1e-3, n_jobs=1, image_shape=None):
+                 tol=1e-3, exact_linear=True, search_starts=32, search_steps=20, neurons_per_round=4,
+                 random_state=0, n_jobs=1, image_shape=None):
         self.beta = beta
         self.relative = relative
         self.bias = bias
         self.seed_extreme_points = seed_extreme_points
         self.max_rounds = max_rounds
         self.tol = tol
+        self.exact_linear = exact_linear
+        self.search_starts = search_starts
+        self.search_steps = search_steps
+        self.neurons_per_round = neurons_per_round
+        self.random_state = random_state
         self.n_jobs = n_jobs
         self.image_shape = image_shape
 
     def fit(self, X, y):
         """Fit on images ``X`` (N, ...) and labels ``y`` (N,)."""
         self._validate_params()
+        if self.exact_linear and not self.bias:
+            raise ValueError("CuttingPlaneNetwork(exact_linear=True) needs bias=True: without biases a neuron "
+                             "active on every row is not a free linear function; set exact_linear=False")
         rows = self._pixel_rows(X, reset=True)
         targets = self._one_hot(y, len(rows))
         seed_hidden, seed_bias = self._seeds(rows)
         self.beta_ = self.beta * self._beta_max(rows, targets, seed_hidden, seed_bias) if self.relative else self.beta
+        rng = check_random_state(self.random_state)
+        search = (NeuronSearch(self.search_starts, self.search_steps, self.neurons_per_round, rng)
+                  if self.search_starts else None)
         results = []
         for name, column in zip(self.classes_, targets.T):
             results.append(cutting_plane(rows, column, self.beta_, seed_hidden, seed_bias, self.bias,
-                                         self.max_rounds, self.tol))
+                                         self.max_rounds, self.tol, exact_linear=self.exact_linear,
+                                         search=search))
             logger.info(f"[cutting_plane] class {name}: {results[-1].rounds} rounds, "
                         f"{results[-1].hidden.shape[1] - len(seed_bias)} neurons added, "
                         f"{np.count_nonzero(results[-1].weights)} used, relative duality gap "
                         f"{results[-1].gap / results[-1].objective:.2e}")
-        self._store_network(results, len(seed_bias))
+        self._store_network(results, len(seed_bias), rows)
         self.objective_ = float(sum(result.objective for result in results))
         self.duality_gap_ = float(sum(result.gap for result in results))
         self.rounds_ = np.array([result.rounds for result in results])
@@ -226,18 +213,29 @@ class CuttingPlaneNetwork(TwoLayerNetworkMixin, BaseEstimator):
                    for residual in residuals.T for sign in (1.0, -1.0)]
         return max([float(seeds.max(initial=0.0))] + relaxed)
 
-    def _store_network(self, results, n_seeds):
-        """Stack the seeds and every class's added neurons; drop neurons no class uses."""
+    def _store_network(self, results, n_seeds, rows):
+        """Stack the seeds, every class's added neurons and its linear part (one neuron active on every
+        row, :func:`linear_neuron`); drop neurons no class uses."""
         n_classes = len(results)
+        offsets = np.array([result.offset for result in results])
         added = [result.hidden[:, n_seeds:] for result in results]
+        added_bias = [result.bias[n_seeds:] for result in results]
+        added_weights = [result.weights[n_seeds:] for result in results]
+        for k, result in enumerate(results):
+            if np.any(result.linear):
+                neuron, bias, weight = linear_neuron(result.linear, rows)
+                added[k] = np.column_stack([added[k], neuron])
+                added_bias[k] = np.append(added_bias[k], bias)
+                added_weights[k] = np.append(added_weights[k], weight)
+                offsets[k] -= weight * bias
         hidden = np.column_stack([results[0].hidden[:, :n_seeds]] + added)
-        hidden_bias = np.concatenate([results[0].bias[:n_seeds]] + [result.bias[n_seeds:] for result in results])
+        hidden_bias = np.concatenate([results[0].bias[:n_seeds]] + added_bias)
         output = np.zeros((hidden.shape[1], n_classes))
         output[:n_seeds] = np.column_stack([result.weights[:n_seeds] for result in results])
         edges = n_seeds + np.cumsum([0] + [block.shape[1] for block in added])
-        for k, result in enumerate(results):
-            output[edges[k]:edges[k + 1], k] = result.weights[n_seeds:]
+        for k in range(n_classes):
+            output[edges[k]:edges[k + 1], k] = added_weights[k]
         used = np.any(output != 0, axis=1)
         self.hidden_weights_, self.hidden_bias_ = hidden[:, used], hidden_bias[used]
         self.output_weights_ = output[used]
-        self.output_bias_ = np.array([result.offset for result in results])
+        self.output_bias_ = offsets
