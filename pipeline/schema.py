@@ -94,7 +94,7 @@ SCHEMA = {
     "output": params_of(L1OutputLayer, exclude=("warm_start", "verbose")),
     # The other models of the paper's Table 1, on raw pixels in [0, 1] (model: ...).
     "backprop": params_of(BackpropNetwork, exclude=("random_state", "verbose", "image_shape")),
-    "cutting_plane": params_of(CuttingPlaneNetwork, exclude=("n_jobs", "image_shape")),
+    "cutting_plane": params_of(CuttingPlaneNetwork, exclude=("random_state", "n_jobs", "image_shape")),
     "closed_form": params_of(ClosedFormNetwork, exclude=("image_shape",)),
 }
 
@@ -142,5 +142,5 @@ def build_pixel_model(config):
     model = MODELS[config["model"]]
     settings = owned(config, config["model"], model) if config["model"] in SCHEMA else {}
     extra = {BackpropNetwork: {"random_state": config["seed"], "verbose": 1},
-             CuttingPlaneNetwork: {"n_jobs": config["n_jobs"]}}.get(model, {})
+             CuttingPlaneNetwork: {"random_state": config["seed"], "n_jobs": config["n_jobs"]}}.get(model, {})
     return model(**settings, **extra)

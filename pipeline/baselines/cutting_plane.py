@@ -93,6 +93,9 @@ def cutting_plane(rows, targets, beta, seed_hidden, seed_bias, bias=True, max_ro
         layer.solve(beta, lasso_tol)
         found = _violators(rows, layer.residual, bias, exact_linear, search)
         violators = [(u, b) for value, u, b in found if value > beta * (1 + tol)]
+        logger.debug(f"[cutting_plane] round {rounds}: {layer.hidden.shape[1]} neurons, "
+                     f"{np.count_nonzero(layer.weights)} used, objective {layer.objective(beta):.6g}, "
+                     f"largest violation found {max([v for v, _, _ in found], default=0.0) / beta:.4f} beta")
         if not violators:
             break
         layer.add(np.column_stack([u for u, _ in violators]), np.array([b for _, b in violators]))

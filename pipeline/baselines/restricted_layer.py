@@ -16,6 +16,7 @@ spike-free relaxation's bound for biased neurons, so no cutting plane is spent o
 import warnings
 
 import numpy as np
+import scipy.linalg
 import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso
@@ -149,7 +150,10 @@ class RestrictedOutputLayer:
         curvature = beta / norm * (np.eye(len(unit)) - np.outer(unit, unit))
         hessian = np.block([[self.gram[np.ix_(support, support)], self.cross[:, support].T],
                             [self.cross[:, support], self.linear_part.gram + curvature]])
-        step = -np.linalg.lstsq(hessian, gradient, rcond=None)[0]
+        try:  # positive definite but for features that are collinear on the rows
+            step = -scipy.linalg.cho_solve(scipy.linalg.cho_factor(hessian), gradient)
+        except np.linalg.LinAlgError:
+            step = -np.linalg.lstsq(hessian, gradient, rcond=None)[0]
         weight_step, linear_step = step[:len(support)], step[len(support):]
         crossing = self.weights[support] * weight_step < 0
         length = min(1.0, float(np.min(-self.weights[support][crossing] / weight_step[crossing], initial=1.0)))
