@@ -92,14 +92,14 @@ def cutting_plane(rows, targets, beta, seed_hidden, seed_bias, bias=True, max_ro
     for rounds in range(1, max_rounds + 1):
         layer.solve(beta, lasso_tol)
         found = _violators(rows, layer.residual, bias, exact_linear, search)
+        found_violation = max([value for value, _, _ in found], default=0.0)
         violators = [(u, b) for value, u, b in found if value > beta * (1 + tol)]
         logger.debug(f"[cutting_plane] round {rounds}: {layer.hidden.shape[1]} neurons, "
                      f"{np.count_nonzero(layer.weights)} used, objective {layer.objective(beta):.6g}, "
-                     f"largest violation found {max([v for v, _, _ in found], default=0.0) / beta:.4f} beta")
+                     f"largest violation found {found_violation / beta:.4f} beta")
         if not violators:
             break
         layer.add(np.column_stack([u for u, _ in violators]), np.array([b for _, b in violators]))
-    found_violation = max([value for value, _, _ in found], default=0.0)
     max_violation = max(found_violation, layer.dual_violation())
     return CuttingPlaneResult(layer, rounds, layer.objective(beta), layer.duality_gap(beta, found_violation),
                               max_violation)

@@ -134,8 +134,7 @@ class RestrictedOutputLayer:
 
     def objective(self, beta):
         """``1/2 ||r||^2 + beta (||w||_1 + ||v||_2)`` at the current point."""
-        return float(0.5 * self.residual @ self.residual
-                     + beta * (np.sum(np.abs(self.weights)) + np.linalg.norm(self.linear)))
+        return penalised_objective(self.residual, self.weights, self.linear, beta)
 
     def _joint_newton_step(self, beta):
         """One Newton step on the smooth problem in ``(w_S, v)`` that holds on the support ``S`` and signs
@@ -165,7 +164,7 @@ class RestrictedOutputLayer:
             weights[support[np.sign(weights[support]) != np.sign(self.weights[support])]] = 0.0
             linear = self.linear + length * linear_step
             residual = self.residual - length * output_step
-            if (0.5 * residual @ residual + beta * (np.sum(np.abs(weights)) + np.linalg.norm(linear))) < before:
+            if penalised_objective(residual, weights, linear, beta) < before:
                 self.weights, self.linear = weights, linear
                 self._update_residual()
                 return
@@ -187,6 +186,11 @@ class RestrictedOutputLayer:
             warnings.simplefilter("ignore", ConvergenceWarning)
             lasso.fit(self.centered, target)
         self.weights = lasso.coef_.copy()
+
+
+def penalised_objective(residual, weights, linear, beta):
+    """``1/2 ||r||^2 + beta (||w||_1 + ||v||_2)`` for the residual (n,), weights (m,) and linear part (d,)."""
+    return float(0.5 * residual @ residual + beta * (np.sum(np.abs(weights)) + np.linalg.norm(linear)))
 
 
 def linear_neuron(linear, rows):
