@@ -69,7 +69,7 @@ class NeuronSearch:
         for value, neuron, offset in zip(values, hidden.T, biases):
             if len(kept) == self.per_round:
                 break
-            if all(abs(neuron @ other) < 1 - 1e-9 or abs(offset - other_offset) > 1e-9
+            if all(neuron @ other < 1 - 1e-9 or abs(offset - other_offset) > 1e-9
                    for _, other, other_offset in kept):
                 kept.append((float(value), neuron, float(offset)))
         return kept
